@@ -1,0 +1,31 @@
+# The test command of README.md, and what CI runs: `make test`.
+GO ?= go
+PKGS := ./...
+
+.PHONY: all build test check vet fmt race fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/sockwarden ./cmd/sockwarden
+
+# Everything CI checks, in order of cost.
+test: fmt vet race fuzz
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+race:
+	$(GO) test -race -count=1 $(PKGS)
+
+# A short, bounded run of each fuzz target (seed corpora run in `race`).
+FUZZTIME ?= 15s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./netstring
+
+clean:
+	rm -rf bin

@@ -1,0 +1,65 @@
+// Command sockwarden runs programs for local clients over a UNIX socket,
+// speaking the sockexec protocol, and judges every request before it runs.
+//
+// Usage:
+//
+//	sockwarden [-v] [-d] [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] /path/to/socket
+//	sockwarden run SOCKET -- argv...
+//	sockwarden version
+//
+// Run "sockwarden help" for every subcommand, or "sockwarden -h" for the
+// server's flags.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func versionString() string {
+	v := version
+	if v == "" {
+		v = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	return "sockwarden " + v
+}
+
+const mainUsage = `sockwarden runs programs for local clients over a UNIX socket (the sockexec
+protocol), judging every request before it runs.
+
+Usage:
+  sockwarden [flags] /path/to/socket     serve (sockexec-compatible flags; -h lists them)
+  sockwarden run SOCKET -- argv...       run a program through a server; stdin, stdout,
+                                         stderr and the exit status pass through
+  sockwarden version                     print the version
+  sockwarden help                        print this help
+`
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// dispatch runs the subcommand named by args[0], or the server.
+func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "run":
+			return runClient(args[1:], stdin, stdout, stderr)
+		case "version":
+			fmt.Fprintln(stdout, versionString())
+			return 0
+		case "help", "--help":
+			fmt.Fprint(stdout, mainUsage)
+			return 0
+		}
+	}
+	return serve(args, stderr)
+}

@@ -1,0 +1,642 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/netstring"
+	"github.com/sockwarden/sockwarden/sandbox"
+)
+
+// Exit statuses sent for requests that never ran, as a shell would.
+const (
+	StatusDenied     = 126 // denied by the authorizer, or not executable
+	StatusNotFound   = 127 // no such program
+	maxArgcDigits    = 20  // "argc" netstring limit
+	maxStdinNetstr   = 1 << 40
+	frameHead        = 32       // room for "6:stdout," and a length header
+	outBufSize       = 32 << 10 // one read of child output
+	connReadBufSize  = 4 << 10  // bufio buffer on the client side
+	stdinCopyBufSize = 32 << 10
+)
+
+// Kill reasons, as logged and audited.
+const (
+	KillTimeout       = "timeout"
+	KillDisconnect    = "disconnect"
+	KillOutputLimit   = "output_limit"
+	KillShutdown      = "shutdown"
+	KillProtocolError = "protocol_error"
+)
+
+// ProtocolError is a malformed request.
+type ProtocolError struct {
+	Offset int64 // bytes read from the client before the error
+	Err    error
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("malformed request after %d bytes: %v", e.Offset, e.Err)
+}
+
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// aLongTimeAgo is a read deadline that fails pending reads at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+var outBufs = sync.Pool{New: func() any {
+	b := make([]byte, frameHead+outBufSize+1)
+	return &b
+}}
+
+type conn struct {
+	s     *Server
+	c     *net.UnixConn
+	id    string
+	since time.Time
+	log   *slog.Logger
+
+	mu   sync.Mutex // guards argv and pid, read by info
+	peer Peer
+	argv []string
+	pid  int
+
+	wmu        sync.Mutex // serializes writes to c
+	werr       error      // first write error, under wmu
+	writeFail  chan struct{}
+	outLimit   chan struct{}
+	limitOnce  sync.Once
+	outBytes   atomic.Int64 // stdout + stderr bytes forwarded
+	stdinBytes atomic.Int64
+	truncated  atomic.Bool
+}
+
+func newConn(s *Server, c *net.UnixConn) *conn {
+	return &conn{
+		s:         s,
+		c:         c,
+		id:        newRequestID(),
+		since:     time.Now(),
+		log:       s.log,
+		writeFail: make(chan struct{}),
+		outLimit:  make(chan struct{}),
+	}
+}
+
+func (cn *conn) info() ConnInfo {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return ConnInfo{RequestID: cn.id, Peer: cn.peer, Argv: cn.argv, ChildPid: cn.pid, Since: cn.since}
+}
+
+// serve runs one connection from accept to close.
+func (cn *conn) serve(ctx context.Context) {
+	defer cn.c.Close()
+	defer cn.s.served.Add(1)
+	cfg := &cn.s.cfg
+
+	peer, err := peerCred(cn.c)
+	if err != nil {
+		cn.log.Error("closing connection", "request_id", cn.id, "err", err)
+		return
+	}
+	cn.mu.Lock()
+	cn.peer = peer
+	cn.mu.Unlock()
+	cn.log = cn.s.log.With("request_id", cn.id, "peer_pid", peer.Pid, "peer_uid", peer.UID)
+
+	var deadline time.Time
+	if cfg.Deadline > 0 {
+		deadline = cn.since.Add(cfg.Deadline)
+	}
+	br := bufio.NewReaderSize(cn.c, connReadBufSize)
+	dec := netstring.NewDecoder(br, maxArgcDigits)
+
+	// Reading the request is bounded by the deadline and interrupted by
+	// shutdown.
+	cn.c.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { cn.c.SetReadDeadline(aLongTimeAgo) })
+	argv, err := cn.readArgv(dec)
+	stop()
+	if err != nil {
+		cn.requestError(ctx, err, dec.Offset())
+		return
+	}
+	cn.c.SetReadDeadline(time.Time{}) // from here the deadline kills the child
+	cn.mu.Lock()
+	cn.argv = argv
+	cn.mu.Unlock()
+
+	exe, lookErr := resolveExe(argv[0], cfg.Path)
+	req := &Request{ID: cn.id, Argv: argv, Exe: exe, Peer: peer, Socket: cfg.Socket, Time: time.Now()}
+	v, err := cfg.Authorizer.Authorize(ctx, req)
+	if err != nil {
+		cn.log.Error("authorizer failed; denying", "err", err)
+		v = &Verdict{Message: "policy error"}
+	}
+	if !v.Allow {
+		msg := v.Message
+		if msg == "" {
+			msg = "not allowed by policy"
+		}
+		cn.log.Info("request denied", "argv", argv, "exe", exe, "message", msg, "reasons", v.Reasons)
+		cn.replyNotRun(br, fmt.Sprintf("sockwarden: denied: %s (request %s)\n", oneLine(msg), cn.id), StatusDenied)
+		return
+	}
+	if lookErr != nil {
+		cn.log.Info("program not found", "argv0", argv[0], "err", lookErr)
+		cn.replyNotRun(br, fmt.Sprintf("sockwarden: %q: %v\n", argv[0], lookErr), StatusNotFound)
+		return
+	}
+
+	spec := v.Spec
+	spec.Path = exe
+	spec.Args = argv
+	proc, err := sandbox.Start(&spec)
+	if err != nil {
+		status := StatusDenied
+		var se *sandbox.SpawnError
+		if errors.As(err, &se) {
+			status = se.Code
+			err = se.Err
+		}
+		cn.log.Info("cannot start program", "exe", exe, "err", err)
+		cn.replyNotRun(br, fmt.Sprintf("sockwarden: %q: %v\n", argv[0], err), status)
+		return
+	}
+	cn.mu.Lock()
+	cn.pid = proc.Pid
+	cn.mu.Unlock()
+	cn.log.Debug("started", "argv", argv, "exe", exe, "pid", proc.Pid)
+
+	killTimeout := cfg.KillTimeout
+	if v.KillTimeout > 0 {
+		killTimeout = v.KillTimeout
+	}
+	if v.Timeout > 0 {
+		if d := time.Now().Add(v.Timeout); deadline.IsZero() || d.Before(deadline) {
+			deadline = d
+		}
+	}
+	cn.run(ctx, proc, dec, v, deadline, killTimeout)
+}
+
+// readArgv reads argc and argv.
+func (cn *conn) readArgv(dec *netstring.Decoder) ([]string, error) {
+	cfg := &cn.s.cfg
+	b, err := dec.Decode(nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading argc: %w", err)
+	}
+	argc, err := parseCount(b)
+	if err != nil {
+		return nil, fmt.Errorf("argc: %w", err)
+	}
+	if argc < 1 || argc > cfg.MaxArgs {
+		return nil, fmt.Errorf("argc %d out of range 1..%d", argc, cfg.MaxArgs)
+	}
+	dec.SetMax(cfg.MaxArgBytes)
+	argv := make([]string, 0, min(argc, 64))
+	var total int64
+	var buf []byte
+	for i := range argc {
+		buf, err = dec.Decode(buf[:0])
+		if err != nil {
+			return nil, fmt.Errorf("reading argv[%d] of %d: %w", i, argc, err)
+		}
+		if total += int64(len(buf)); total > cfg.MaxArgvBytes {
+			return nil, fmt.Errorf("argv larger than %d bytes", cfg.MaxArgvBytes)
+		}
+		if i := strings.IndexByte(string(buf), 0); i >= 0 {
+			return nil, fmt.Errorf("argv[%d] contains a NUL byte", len(argv))
+		}
+		argv = append(argv, string(buf))
+	}
+	if argv[0] == "" {
+		return nil, errors.New("argv[0] is empty")
+	}
+	dec.SetMax(maxStdinNetstr)
+	return argv, nil
+}
+
+// parseCount parses a decimal count: digits only, no sign.
+func parseCount(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, errors.New("empty")
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not a decimal number", b)
+		}
+	}
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", b, err)
+	}
+	return n, nil
+}
+
+// requestError handles a request that could not be read.
+func (cn *conn) requestError(ctx context.Context, err error, off int64) {
+	switch {
+	case off == 0 && errors.Is(err, io.EOF):
+		cn.log.Debug("client closed before sending a request")
+	case ctx.Err() != nil:
+		cn.log.Info("closing connection at shutdown before the request was complete", "bytes", off)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		cn.log.Warn("connection deadline passed before the request was complete", "bytes", off)
+	default:
+		cn.log.Warn("malformed request; closing connection", "err", &ProtocolError{Offset: off, Err: err})
+	}
+}
+
+// resolveExe resolves argv[0] with the server's PATH. A name with a slash
+// must be absolute: the server's working directory means nothing to a
+// client.
+func resolveExe(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		if !filepath.IsAbs(name) {
+			return "", errors.New("relative program paths are not allowed")
+		}
+		return filepath.Clean(name), nil
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", errors.New("command not found")
+}
+
+// oneLine keeps a client-facing message on one line.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// replyNotRun answers a request whose program never ran: one stderr line,
+// then the exit status.
+func (cn *conn) replyNotRun(br *bufio.Reader, line string, status int) {
+	b := netstring.AppendString(nil, "stderr")
+	b = netstring.AppendString(b, line)
+	b = appendExitCode(b, status)
+	cn.c.SetWriteDeadline(time.Now().Add(cn.s.cfg.Linger + time.Second))
+	if err := cn.write(b); err != nil {
+		cn.log.Debug("client gone before the reply", "err", err)
+		return
+	}
+	cn.linger(func() { io.Copy(io.Discard, br) })
+}
+
+// linger half-closes the connection and runs drain (which reads until
+// the client closes) for at most Linger, so the client reads a clean end
+// of stream instead of a reset caused by unread input.
+func (cn *conn) linger(drain func()) {
+	cn.c.CloseWrite()
+	cn.c.SetReadDeadline(time.Now().Add(cn.s.cfg.Linger))
+	drain()
+}
+
+func appendExitCode(b []byte, status int) []byte {
+	b = netstring.AppendString(b, "exitcode")
+	return netstring.AppendString(b, strconv.Itoa(status))
+}
+
+// write sends b to the client; the first failure is remembered and
+// signalled on writeFail.
+func (cn *conn) write(b []byte) error {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.werr != nil {
+		return cn.werr
+	}
+	if _, err := cn.c.Write(b); err != nil {
+		cn.werr = err
+		close(cn.writeFail)
+		return err
+	}
+	return nil
+}
+
+// run pumps a started child's streams until it has exited and its output
+// is drained, then sends the final pair.
+func (cn *conn) run(ctx context.Context, proc *sandbox.Process, dec *netstring.Decoder, v *Verdict, deadline time.Time, killTimeout time.Duration) {
+	var outputs sync.WaitGroup
+	outputs.Add(2)
+	go cn.pumpOutput(&outputs, proc.Stdout, "6:stdout,", v.MaxOutputBytes)
+	go cn.pumpOutput(&outputs, proc.Stderr, "6:stderr,", v.MaxOutputBytes)
+	stdinDone := make(chan error, 1)
+	go func() { stdinDone <- cn.pumpStdin(dec, proc.Stdin, v.MaxStdinBytes) }()
+	type waited struct {
+		st  *sandbox.State
+		err error
+	}
+	exited := make(chan waited, 1)
+	go func() {
+		st, err := proc.Wait()
+		exited <- waited{st, err}
+	}()
+
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	k := &killer{proc: proc, timeout: killTimeout, log: cn.log}
+	// Once a kill has started, a client that does not read may hold up the
+	// output and the reply for this long: the escalation, the drain of the
+	// pipes and a second to spare.
+	writeGrace := 2*killTimeout + time.Second
+	defer k.stop()
+	done, stdinCh, writeFail, outLimit := ctx.Done(), (<-chan error)(stdinDone), cn.writeFail, cn.outLimit
+	stdinFinished := false
+	var w waited
+wait:
+	for {
+		select {
+		case w = <-exited:
+			break wait
+		case <-timeout:
+			timeout = nil
+			k.kill(KillTimeout)
+			cn.c.SetWriteDeadline(time.Now().Add(writeGrace))
+		case <-done:
+			done = nil
+			k.kill(KillShutdown)
+			cn.c.SetWriteDeadline(time.Now().Add(writeGrace))
+		case err := <-stdinCh:
+			stdinCh, stdinFinished = nil, true
+			var pe *ProtocolError
+			if errors.As(err, &pe) {
+				cn.log.Warn("malformed stdin; closing connection", "err", err)
+				k.kill(KillProtocolError)
+			} else {
+				k.kill(KillDisconnect)
+			}
+			cn.c.SetWriteDeadline(aLongTimeAgo)
+		case <-writeFail:
+			writeFail = nil
+			k.kill(KillDisconnect)
+		case <-outLimit:
+			outLimit = nil
+			k.kill(KillOutputLimit)
+		}
+	}
+	k.stop()
+	// Whatever the leader left behind in its group goes with it.
+	proc.Signal(syscall.SIGKILL)
+
+	// Drain the output pipes. A process that escaped the group could hold
+	// them open forever, so the wait is bounded.
+	drained := make(chan struct{})
+	go func() {
+		outputs.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(killTimeout):
+		cn.log.Warn("output pipes still open after the child exited; closing them")
+		proc.Stdout.Close()
+		proc.Stderr.Close()
+		<-drained
+	}
+	proc.Stdout.Close()
+	proc.Stderr.Close()
+	proc.Stdin.Close()
+
+	if w.err != nil {
+		cn.log.Error("waiting for child", "err", w.err)
+		return
+	}
+	st := w.st
+	cn.log.Debug("child ended", "exit_code", st.ExitCode, "signal", signalName(st.Signal),
+		"wall", st.Wall, "kill_reason", k.reason, "escalated", k.escalated.Load(),
+		"stdin_bytes", cn.stdinBytes.Load(), "output_bytes", cn.outBytes.Load(), "truncated", cn.truncated.Load())
+	if k.reason == KillDisconnect || k.reason == KillProtocolError {
+		return
+	}
+	var b []byte
+	if st.Signal != 0 {
+		b = netstring.AppendString(b, "termsig")
+		b = netstring.AppendString(b, signalName(st.Signal))
+	} else {
+		b = appendExitCode(b, st.ExitCode)
+	}
+	if err := cn.write(b); err != nil {
+		return
+	}
+	if !stdinFinished {
+		cn.linger(func() { <-stdinDone })
+	}
+}
+
+// pumpStdin forwards the client's stdin netstrings to the child until the
+// client closes the connection. After "0:," (or once the child stops
+// reading), further input is read and discarded. It returns a
+// *ProtocolError for malformed input, else the read error (io.EOF when the
+// client closed).
+func (cn *conn) pumpStdin(dec *netstring.Decoder, stdin io.WriteCloser, max int64) error {
+	open := true
+	closeStdin := func() {
+		if open {
+			stdin.Close()
+			open = false
+		}
+	}
+	defer closeStdin()
+	buf := make([]byte, stdinCopyBufSize)
+	for {
+		n, err := dec.Header()
+		if err != nil {
+			return inputError(err, dec.Offset())
+		}
+		if n == 0 {
+			closeStdin()
+		} else if open {
+			fwd := n
+			if max > 0 && cn.stdinBytes.Load()+n > max {
+				fwd = max - cn.stdinBytes.Load()
+				cn.truncated.Store(true)
+			}
+			w, err := io.CopyBuffer(stdin, io.LimitReader(dec.Body(), fwd), buf)
+			cn.stdinBytes.Add(w)
+			if err != nil && !isWriteSideError(err) {
+				return inputError(err, dec.Offset())
+			}
+			if err != nil || fwd < n {
+				closeStdin() // the child stopped reading, or the cap was hit
+			}
+		}
+		if err := dec.Trailer(); err != nil {
+			return inputError(err, dec.Offset())
+		}
+	}
+}
+
+// isWriteSideError tells a failed write to the child's stdin (which only
+// means the child no longer reads) from a failed read of the client.
+func isWriteSideError(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed)
+}
+
+func inputError(err error, off int64) error {
+	var se *netstring.SyntaxError
+	if errors.As(err, &se) {
+		return &ProtocolError{Offset: off, Err: err}
+	}
+	return err
+}
+
+// pumpOutput forwards one output pipe as typed netstrings. Reads wait for
+// readiness before taking a buffer, so an idle child costs no buffer.
+func (cn *conn) pumpOutput(wg *sync.WaitGroup, r io.Reader, typ string, max int64) {
+	defer wg.Done()
+	var raw syscall.RawConn
+	if sc, ok := r.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
+	}
+	forward := true
+	for {
+		bp, n, err := readPooled(r, raw)
+		if n > 0 && forward {
+			if max > 0 {
+				if total := cn.outBytes.Add(int64(n)); total > max {
+					n -= int(min(total-max, int64(n)))
+					cn.truncated.Store(true)
+					cn.limitOnce.Do(func() { close(cn.outLimit) })
+					forward = false
+				}
+			} else {
+				cn.outBytes.Add(int64(n))
+			}
+			if n > 0 && cn.writeFrame(typ, *bp, n) != nil {
+				forward = false // keep draining so the child never blocks on us
+			}
+		}
+		if bp != nil {
+			outBufs.Put(bp)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readPooled reads from r into a pooled buffer at offset frameHead.
+func readPooled(r io.Reader, raw syscall.RawConn) (*[]byte, int, error) {
+	if raw == nil {
+		bp := outBufs.Get().(*[]byte)
+		n, err := r.Read((*bp)[frameHead : frameHead+outBufSize])
+		return bp, n, err
+	}
+	var bp *[]byte
+	var n int
+	var rerr error
+	err := raw.Read(func(fd uintptr) bool {
+		if bp == nil {
+			bp = outBufs.Get().(*[]byte)
+		}
+		n, rerr = unix.Read(int(fd), (*bp)[frameHead:frameHead+outBufSize])
+		if rerr == unix.EAGAIN {
+			outBufs.Put(bp)
+			bp = nil
+			return false
+		}
+		if rerr == unix.EINTR {
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return bp, 0, err
+	case rerr != nil:
+		return bp, 0, rerr
+	case n == 0:
+		return bp, 0, io.EOF
+	}
+	return bp, n, nil
+}
+
+// writeFrame sends buf[frameHead:frameHead+n] as one "type, data" pair in
+// a single write, building the headers in the room left before the data.
+func (cn *conn) writeFrame(typ string, buf []byte, n int) error {
+	var tmp [frameHead]byte
+	h := append(tmp[:0], typ...)
+	h = netstring.AppendHeader(h, n)
+	start := frameHead - len(h)
+	copy(buf[start:], h)
+	buf[frameHead+n] = ','
+	return cn.write(buf[start : frameHead+n+1])
+}
+
+// killer sends SIGTERM to a child's group, then SIGKILL after a timeout.
+type killer struct {
+	proc      *sandbox.Process
+	timeout   time.Duration
+	log       *slog.Logger
+	reason    string
+	timer     *time.Timer
+	escalated atomic.Bool
+}
+
+func (k *killer) kill(reason string) {
+	if k.reason != "" {
+		return
+	}
+	k.reason = reason
+	k.log.Info("killing child's process group", "reason", reason, "pid", k.proc.Pid, "signal", "TERM")
+	if err := k.proc.Signal(syscall.SIGTERM); err != nil {
+		k.log.Error("kill", "err", err)
+	}
+	k.timer = time.AfterFunc(k.timeout, func() {
+		k.escalated.Store(true)
+		k.log.Info("child outlived the kill timeout; escalating", "reason", reason, "pid", k.proc.Pid, "signal", "KILL")
+		if err := k.proc.Signal(syscall.SIGKILL); err != nil {
+			k.log.Error("kill", "err", err)
+		}
+	})
+}
+
+func (k *killer) stop() {
+	if k.timer != nil {
+		k.timer.Stop()
+	}
+}
+
+// signalName returns a signal's name without the "SIG" prefix, as the
+// sockexec protocol sends it ("TERM", "KILL", "XFSZ").
+func signalName(sig syscall.Signal) string {
+	if sig == 0 {
+		return ""
+	}
+	if name := unix.SignalName(sig); name != "" {
+		return strings.TrimPrefix(name, "SIG")
+	}
+	return strconv.Itoa(int(sig))
+}

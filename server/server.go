@@ -1,0 +1,241 @@
+// Package server implements the sockexec protocol on a UNIX socket: it
+// accepts connections, reads a request (argc, argv, then streamed stdin),
+// has an [Authorizer] judge it, starts the child in its sandbox and sends
+// the child's output back as typed netstrings, ending with exactly one
+// "exitcode" or "termsig" pair.
+//
+// Each connection is bounded in memory and in time: argv is limited in
+// count and size, output is forwarded with backpressure instead of being
+// buffered, and at the connection deadline, on disconnect or at shutdown
+// the child's whole process group gets SIGTERM, then SIGKILL after the kill
+// timeout.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of [Config], those of sockexec where it has one.
+const (
+	DefaultMaxConns     = 100
+	DefaultDeadline     = 60 * time.Second
+	DefaultKillTimeout  = 10 * time.Second
+	DefaultMaxArgs      = 4096
+	DefaultMaxArgBytes  = 128 << 10 // Linux's MAX_ARG_STRLEN
+	DefaultMaxArgvBytes = 1 << 20
+	DefaultPath         = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	DefaultLinger       = time.Second
+)
+
+// Config configures a [Server]. The zero value of a field means its
+// default, except Deadline, where a negative value means none.
+type Config struct {
+	// Socket is the listening socket's path, reported to the authorizer.
+	Socket string
+	// MaxConns is the number of connections served at once; extra
+	// connections are closed at once (sockexec's -m).
+	MaxConns int
+	// Deadline bounds each connection's life; at the deadline the child
+	// is killed (sockexec's -t). Negative means no deadline.
+	Deadline time.Duration
+	// KillTimeout is the time between SIGTERM and SIGKILL (sockexec's -k).
+	KillTimeout time.Duration
+	// Authorizer judges every request. Nil means [SameUID] with the
+	// server's uid.
+	Authorizer Authorizer
+	// Path is the PATH used to resolve a bare argv[0]; the client's
+	// environment is never consulted.
+	Path string
+	// MaxArgs, MaxArgBytes and MaxArgvBytes bound argc, the size of one
+	// argument and the size of the whole argv.
+	MaxArgs      int
+	MaxArgBytes  int64
+	MaxArgvBytes int64
+	// Linger is how long, after the final reply, the server keeps
+	// reading (and discarding) late input before it closes, so that the
+	// client sees a clean end of stream rather than a reset.
+	Linger time.Duration
+	// Logger receives operator logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.Deadline == 0 {
+		c.Deadline = DefaultDeadline
+	}
+	if c.KillTimeout <= 0 {
+		c.KillTimeout = DefaultKillTimeout
+	}
+	if c.Path == "" {
+		c.Path = DefaultPath
+	}
+	if c.Authorizer == nil {
+		c.Authorizer = SameUID{UID: uint32(os.Getuid()), Env: []string{"PATH=" + c.Path}}
+	}
+	if c.MaxArgs <= 0 {
+		c.MaxArgs = DefaultMaxArgs
+	}
+	if c.MaxArgBytes <= 0 {
+		c.MaxArgBytes = DefaultMaxArgBytes
+	}
+	if c.MaxArgvBytes <= 0 {
+		c.MaxArgvBytes = DefaultMaxArgvBytes
+	}
+	if c.Linger <= 0 {
+		c.Linger = DefaultLinger
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server serves the sockexec protocol. Create it with [New].
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // canceled at shutdown
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	listener *net.UnixListener
+	conns    map[*conn]struct{}
+	wg       sync.WaitGroup // one per connection handler
+
+	active   atomic.Int64 // connections being served
+	rejected atomic.Int64 // connections closed over the limit
+	served   atomic.Int64 // requests completed
+}
+
+// New returns a server with the given configuration.
+func New(cfg Config) *Server {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(map[*conn]struct{}),
+	}
+}
+
+// ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown].
+var ErrServerClosed = errors.New("server closed")
+
+// Serve accepts connections on l until [Server.Shutdown] is called, then
+// returns ErrServerClosed. Each connection is served on its own goroutine.
+func (s *Server) Serve(l *net.UnixListener) error {
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listener = l
+	s.mu.Unlock()
+
+	var backoff time.Duration
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept: %w", err)
+			}
+			// Out of fds or another transient failure: back off, keep serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if s.active.Load() >= int64(s.cfg.MaxConns) {
+			s.rejected.Add(1)
+			s.log.Warn("connection limit reached; closing new connection", "max_conns", s.cfg.MaxConns)
+			c.Close()
+			continue
+		}
+		s.active.Add(1)
+		cn := newConn(s, c)
+		s.mu.Lock()
+		s.conns[cn] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer s.active.Add(-1)
+			cn.serve(s.ctx)
+			s.mu.Lock()
+			delete(s.conns, cn)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Shutdown stops accepting, kills every running child (SIGTERM, then
+// SIGKILL after the kill timeout), and waits until every connection has
+// ended or ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.cancel()
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("shutdown: %w", ctx.Err())
+	}
+}
+
+// Stats is a snapshot of a server's counters.
+type Stats struct {
+	Active   int64 // connections being served
+	Rejected int64 // connections closed because of the limit
+	Served   int64 // requests that reached a final reply or were closed
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{Active: s.active.Load(), Rejected: s.rejected.Load(), Served: s.served.Load()}
+}
+
+// ConnInfo describes one live connection, for operator dumps.
+type ConnInfo struct {
+	RequestID string
+	Peer      Peer
+	Argv      []string
+	ChildPid  int
+	Since     time.Time
+}
+
+// Conns returns a snapshot of the live connections.
+func (s *Server) Conns() []ConnInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ConnInfo, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c.info())
+	}
+	return out
+}
