@@ -64,6 +64,11 @@ var outBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
+var stdinBufs = sync.Pool{New: func() any {
+	b := make([]byte, stdinCopyBufSize)
+	return &b
+}}
+
 type conn struct {
 	s     *Server
 	c     *net.UnixConn
@@ -469,7 +474,6 @@ func (cn *conn) pumpStdin(dec *netstring.Decoder, stdin io.WriteCloser, max int6
 		}
 	}
 	defer closeStdin()
-	buf := make([]byte, stdinCopyBufSize)
 	for {
 		n, err := dec.Header()
 		if err != nil {
@@ -483,7 +487,10 @@ func (cn *conn) pumpStdin(dec *netstring.Decoder, stdin io.WriteCloser, max int6
 				fwd = max - cn.stdinBytes.Load()
 				cn.truncated.Store(true)
 			}
-			w, err := io.CopyBuffer(stdin, io.LimitReader(dec.Body(), fwd), buf)
+			bp := stdinBufs.Get().(*[]byte) // only while data flows
+			// A plain Writer, so that CopyBuffer uses the pooled buffer.
+			w, err := io.CopyBuffer(struct{ io.Writer }{stdin}, io.LimitReader(dec.Body(), fwd), *bp)
+			stdinBufs.Put(bp)
 			cn.stdinBytes.Add(w)
 			if err != nil && !isWriteSideError(err) {
 				return inputError(err, dec.Offset())

@@ -1,0 +1,34 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+
+	"github.com/sockwarden/sockwarden/client"
+	"github.com/sockwarden/sockwarden/server"
+)
+
+func Example() {
+	// A server to talk to; in real use it is a running sockwarden.
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "exec.sock")
+	l, err := server.Listen(server.ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := server.New(server.Config{})
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+
+	c := client.New(sock)
+	res, err := c.Run(context.Background(), []string{"echo", "hello"}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%q exit %d\n", res.Stdout, res.ExitCode)
+	// Output: "hello\n" exit 0
+}

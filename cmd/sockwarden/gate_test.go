@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+)
+
+// Until a policy is configured, a caller with another uid is denied; the
+// uid is the kernel's (SO_PEERCRED), from a client really running as
+// nobody.
+func TestOtherUIDDenied(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a client as nobody")
+	}
+	ts := startServer(t, "-M", "0666")
+	// nobody must reach the socket and the binary.
+	for _, p := range []string{filepath.Dir(ts.Socket), filepath.Dir(binary(t))} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(uid uint32) (string, string, int) {
+		cmd := exec.Command(binary(t), "run", "-n", ts.Socket, "--", "id", "-u")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if _, ok := err.(*exec.ExitError); err != nil && !ok {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	}
+
+	stdout, stderr, code := run(65534)
+	want := regexp.MustCompile(`^sockwarden: denied: caller is not the server's user \(request [0-9A-Z]{26}\)\n$`)
+	if code != 126 || stdout != "" || !want.MatchString(stderr) {
+		t.Errorf("as nobody: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	stdout, _, code = run(0)
+	if code != 0 || stdout != "0\n" {
+		t.Errorf("as root: exit %d, stdout %q", code, stdout)
+	}
+}

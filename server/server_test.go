@@ -1,0 +1,377 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockwarden/sockwarden/netstring"
+)
+
+func TestResolveExe(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "prog")
+	noexec := filepath.Join(dir, "data")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(noexec, []byte("x"), 0o644)
+	os.Mkdir(filepath.Join(dir, "subdir"), 0o755)
+	path := "relative/dir:" + dir + ":/usr/bin"
+	tests := []struct {
+		name, want string
+		wantErr    string
+	}{
+		{"prog", exe, ""},
+		{"cat", "/usr/bin/cat", ""},
+		{"data", "", "command not found"},   // not executable: skipped
+		{"subdir", "", "command not found"}, // a directory
+		{"nope", "", "command not found"},
+		{"/usr/bin/../bin/cat", "/usr/bin/cat", ""},
+		{"/no/such/file", "/no/such/file", ""}, // the spawn reports it
+		{"./prog", "", "relative program paths are not allowed"},
+		{"../prog", "", "relative program paths are not allowed"},
+		{"a/b", "", "relative program paths are not allowed"},
+	}
+	for _, tt := range tests {
+		got, err := resolveExe(tt.name, path)
+		if got != tt.want || (err == nil) != (tt.wantErr == "") || (err != nil && err.Error() != tt.wantErr) {
+			t.Errorf("resolveExe(%q) = %q, %v; want %q, %q", tt.name, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestParseCount(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"1", 1, true}, {"1000", 1000, true}, {"0", 0, true},
+		{"", 0, false}, {"-1", 0, false}, {"+1", 0, false}, {"1e9", 0, false},
+		{" 1", 0, false}, {"99999999999999999999999999999", 0, false},
+	} {
+		got, err := parseCount([]byte(tt.in))
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("parseCount(%q) = %d, %v", tt.in, got, err)
+		}
+	}
+}
+
+func TestSignalName(t *testing.T) {
+	for sig, want := range map[syscall.Signal]string{
+		syscall.SIGTERM: "TERM", syscall.SIGKILL: "KILL", syscall.SIGXFSZ: "XFSZ",
+		syscall.SIGXCPU: "XCPU", syscall.SIGSEGV: "SEGV", 0: "",
+	} {
+		if got := signalName(sig); got != want {
+			t.Errorf("signalName(%d) = %q, want %q", sig, got, want)
+		}
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	seen := map[string]bool{}
+	var ids []string
+	for i := 0; i < 1000; i++ {
+		id := newRequestID()
+		if len(id) != 26 || strings.Trim(id, crockford) != "" {
+			t.Fatalf("bad id %q", id)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %q", id)
+		}
+		seen[id] = true
+		ids = append(ids, id)
+		if i%100 == 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	// IDs sort by time at millisecond granularity.
+	first, last := ids[0], ids[len(ids)-1]
+	if !sort.StringsAreSorted([]string{first[:10], last[:10]}) || first[:10] == last[:10] {
+		t.Errorf("ids do not sort by time: %s .. %s", first, last)
+	}
+}
+
+func sockPath(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "swt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "s.sock")
+}
+
+func TestListenModeAndReplace(t *testing.T) {
+	sock := sockPath(t)
+	l, err := Listen(ListenConfig{Path: sock, Mode: 0o640, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Lstat(sock)
+	if fi.Mode().Perm() != 0o640 || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+	if _, err := Listen(ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1}); !errors.Is(err, ErrInUse) {
+		t.Errorf("second Listen on a live socket: %v, want ErrInUse", err)
+	}
+	l.Close() // leaves the file behind, as a crashed server would
+	l2, err := Listen(ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l2.Close()
+	entries, _ := os.ReadDir(filepath.Dir(sock))
+	if len(entries) != 1 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+}
+
+func TestListenRefusesNonSockets(t *testing.T) {
+	dir := filepath.Dir(sockPath(t))
+	reg := filepath.Join(dir, "file")
+	os.WriteFile(reg, []byte("precious"), 0o600)
+	link := filepath.Join(dir, "link")
+	os.Symlink(reg, link)
+	for _, p := range []string{reg, link} {
+		if _, err := Listen(ListenConfig{Path: p, Mode: 0o600, UID: -1, GID: -1}); err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Errorf("Listen(%s) = %v, want a refusal", p, err)
+		}
+	}
+	if b, _ := os.ReadFile(reg); string(b) != "precious" {
+		t.Error("regular file was touched")
+	}
+}
+
+// The backlog really reaches listen(2): with nobody accepting, only about
+// backlog+1 connections complete.
+func TestListenBacklog(t *testing.T) {
+	sock := sockPath(t)
+	l, err := Listen(ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1, Backlog: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ok := 0
+	for i := 0; i < 20; i++ {
+		c, err := net.DialTimeout("unix", sock, 100*time.Millisecond)
+		if err != nil {
+			continue
+		}
+		defer c.Close()
+		ok++
+	}
+	if ok < 3 || ok > 5 {
+		t.Errorf("%d connections completed with backlog 3 and no accept", ok)
+	}
+}
+
+// startServer serves cfg on a fresh socket in-process.
+func startServer(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	sock := sockPath(t)
+	l, err := Listen(ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := New(cfg)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return s, sock
+}
+
+func roundTrip(t *testing.T, sock string, req []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(req)
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func encode(parts ...string) []byte {
+	var b []byte
+	for _, p := range parts {
+		b = netstring.AppendString(b, p)
+	}
+	return b
+}
+
+type denyAll struct{}
+
+func (denyAll) Authorize(context.Context, *Request) (*Verdict, error) {
+	return &Verdict{Message: "no\nway", Reasons: []string{"test"}}, nil
+}
+
+type failing struct{}
+
+func (failing) Authorize(context.Context, *Request) (*Verdict, error) {
+	return nil, errors.New("engine exploded")
+}
+
+type capped struct{ out, in int64 }
+
+func (c capped) Authorize(context.Context, *Request) (*Verdict, error) {
+	return &Verdict{Allow: true, MaxOutputBytes: c.out, MaxStdinBytes: c.in}, nil
+}
+
+func TestAuthorizerVerdicts(t *testing.T) {
+	tests := []struct {
+		name string
+		auth Authorizer
+		req  []byte
+		want string // regexp-free: prefix and suffix around the request id
+		end  string
+	}{
+		{"deny", denyAll{}, encode("1", "true", ""), "6:stderr,", "8:exitcode,3:126,"},
+		{"error denies", failing{}, encode("1", "true", ""), "6:stderr,", "8:exitcode,3:126,"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, sock := startServer(t, Config{Authorizer: tt.auth})
+			got := string(roundTrip(t, sock, tt.req))
+			if !strings.HasPrefix(got, tt.want) || !strings.HasSuffix(got, tt.end) || !strings.Contains(got, "sockwarden: denied: ") {
+				t.Fatalf("reply %q", got)
+			}
+			if strings.Count(got, "\n") != 1 {
+				t.Errorf("deny message is not one line: %q", got)
+			}
+		})
+	}
+}
+
+func TestOutputCap(t *testing.T) {
+	_, sock := startServer(t, Config{Authorizer: capped{out: 100000}})
+	got := roundTrip(t, sock, encode("3", "sh", "-c", "cat /dev/zero", ""))
+	d := netstring.NewDecoder(bytes.NewReader(got), 1<<20)
+	var out int
+	var final []string
+	for {
+		typ, err := d.Decode(nil)
+		if err != nil {
+			break
+		}
+		data, _ := d.Decode(nil)
+		if string(typ) == "stdout" {
+			out += len(data)
+		} else {
+			final = []string{string(typ), string(data)}
+		}
+	}
+	if out != 100000 {
+		t.Errorf("forwarded %d bytes, want exactly the cap 100000", out)
+	}
+	if len(final) != 2 || final[0] != "termsig" || final[1] != "TERM" {
+		t.Errorf("final %v, want termsig TERM", final)
+	}
+}
+
+func TestStdinCap(t *testing.T) {
+	_, sock := startServer(t, Config{Authorizer: capped{in: 10}})
+	got := roundTrip(t, sock, encode("2", "wc", "-c", "0123456789abcdef", "more", ""))
+	if want := encode("stdout", "10\n", "exitcode", "0"); !bytes.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestShutdownInterruptsRequestRead(t *testing.T) {
+	s, sock := startServer(t, Config{})
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("1:2,"))
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown waited on a half-sent request: %v", err)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// Every kind of request ends with no goroutine and no descriptor left.
+func TestNoLeaks(t *testing.T) {
+	fds, gs := countFDs(t), runtime.NumGoroutine()
+	func() {
+		s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), KillTimeout: 200 * time.Millisecond})
+		sock := sockPath(t)
+		l, err := Listen(ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Serve(l)
+		requests := [][]byte{
+			encode("1", "true", ""),
+			encode("2", "cat", "-", "stdin data", ""),
+			encode("1", "no-such-program"),
+			[]byte("x:garbage"),
+			encode("3", "sh", "-c", "echo out; echo err >&2; exit 3", ""),
+		}
+		for i := 0; i < 40; i++ {
+			for _, r := range requests {
+				roundTrip(t, sock, r)
+			}
+		}
+		// Disconnect while running.
+		for i := 0; i < 10; i++ {
+			c, _ := net.Dial("unix", sock)
+			c.Write(encode("2", "sleep", "10"))
+			time.Sleep(5 * time.Millisecond)
+			c.Close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f, g := countFDs(t), runtime.NumGoroutine()
+		if f <= fds && g <= gs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d", fds, f, gs, g)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
