@@ -1,0 +1,104 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockwarden/sockwarden/sandbox"
+)
+
+// harmless admits only programs that cannot hurt the machine whatever
+// argv the fuzzer invents; everything else is denied.
+type harmless struct{}
+
+func (harmless) Authorize(_ context.Context, req *Request) (*Verdict, error) {
+	switch req.Exe {
+	case "/usr/bin/true", "/usr/bin/cat", "/usr/bin/echo", "/usr/bin/false":
+		return &Verdict{Allow: true, Spec: sandbox.Spec{Env: []string{"PATH=/usr/bin"}}, MaxOutputBytes: 1 << 20}, nil
+	}
+	return &Verdict{Message: "fuzzing"}, nil
+}
+
+var (
+	fuzzOnce sync.Once
+	fuzzSock string
+)
+
+// fuzzServer is one server shared by all fuzz iterations of the process,
+// so that a leak or a wedged state shows up as later failures.
+func fuzzServer(t testing.TB) string {
+	fuzzOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "swf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fuzzSock = filepath.Join(dir, "s.sock")
+		l, err := Listen(ListenConfig{Path: fuzzSock, Mode: 0o600, UID: -1, GID: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := New(Config{
+			Authorizer:  harmless{},
+			Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+			KillTimeout: 100 * time.Millisecond,
+			MaxConns:    1000,
+		})
+		go s.Serve(l)
+	})
+	return fuzzSock
+}
+
+// FuzzConn sends arbitrary bytes as a client and then hangs up: whatever
+// they are, the server must answer or close promptly, and keep serving.
+func FuzzConn(f *testing.F) {
+	for _, s := range []string{
+		"1:1,4:true,0:,",
+		"1:2,4:echo,2:hi,0:,",
+		"1:1,3:cat,5:hello,0:,",
+		"1:1,3:cat,5:hello,",
+		"1:1,2:sh,",
+		"1:0,",
+		"2:-1,",
+		"10:1000000000,",
+		"4294967296:",
+		"1:1,0:,",
+		"1:2,4:echo,3:a\x00b,",
+		"1:1,3:cat,3:abc;",
+		"x",
+		"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		sock := fuzzServer(t)
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(in)
+		// Hang up (a half-close is a disconnect for the protocol), then
+		// the server must finish with this connection promptly.
+		c.(*net.UnixConn).CloseWrite()
+		if _, err := io.Copy(io.Discard, c); err != nil && !isReset(err) {
+			t.Fatalf("connection not closed promptly: %v", err)
+		}
+		// Still serving.
+		got := roundTrip(t, sock, encode("2", "echo", "ok", ""))
+		if string(got) != string(encode("stdout", "ok\n", "exitcode", "0")) {
+			t.Fatalf("liveness after %q: %q", in, got)
+		}
+	})
+}
+
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
