@@ -1,0 +1,362 @@
+// Package config reads sockwarden's TOML configuration file.
+//
+// Decoding is strict: a key the program does not know, or a value of the
+// wrong type or out of range, is an error that names the key and its line,
+// so a typo never silently leaves a default in force. Every field has a
+// default; an empty file (or none) gives [Default].
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	Server  Server  `toml:"server"`
+	Policy  Policy  `toml:"policy"`
+	Sandbox Sandbox `toml:"sandbox"`
+	Audit   Audit   `toml:"audit"`
+	Log     Log     `toml:"log"`
+}
+
+// Server configures the socket and the connection limits.
+type Server struct {
+	// Socket is the listening socket's path (the positional argument).
+	Socket string `toml:"socket"`
+	// Mode is the socket file's permission bits, in octal (-M).
+	Mode Mode `toml:"mode"`
+	// Owner and Group own the socket file: names or numeric ids.
+	Owner string `toml:"owner"`
+	Group string `toml:"group"`
+	// Backlog is passed to listen(2) (-q).
+	Backlog int `toml:"backlog"`
+	// MaxConns is the number of connections served at once (-m).
+	MaxConns int `toml:"max_conns"`
+	// Timeout is the connection deadline; 0 means none (-t).
+	Timeout Duration `toml:"timeout"`
+	// KillTimeout is the time between SIGTERM and SIGKILL (-k).
+	KillTimeout Duration `toml:"kill_timeout"`
+	// Path is the PATH used to resolve a bare argv[0].
+	Path string `toml:"path"`
+	// MaxArgs, MaxArgBytes and MaxArgvBytes bound a request's argv.
+	MaxArgs      int   `toml:"max_args"`
+	MaxArgBytes  int64 `toml:"max_arg_bytes"`
+	MaxArgvBytes int64 `toml:"max_argv_bytes"`
+}
+
+// Policy configures the policy engine.
+type Policy struct {
+	// Paths are .rego files, data files, directories or bundles. Empty
+	// means the embedded default policy.
+	Paths []string `toml:"paths"`
+	// Query is the decision's query.
+	Query string `toml:"query"`
+	// EvalTimeout bounds one evaluation; past it the request is denied.
+	EvalTimeout Duration `toml:"eval_timeout"`
+}
+
+// Sandbox holds the defaults for what a policy decision leaves out.
+type Sandbox struct {
+	// User and Group run the program when the decision names no run_as;
+	// empty means the server's own identity.
+	User  string `toml:"user"`
+	Group string `toml:"group"`
+	// AllowRoot permits running programs as uid 0.
+	AllowRoot bool `toml:"allow_root"`
+	// Env is the program's environment when the decision has none.
+	Env map[string]string `toml:"env"`
+	// Cwd is the program's working directory.
+	Cwd string `toml:"cwd"`
+	// Umask is the program's umask, in octal.
+	Umask Mode `toml:"umask"`
+	// Rlimits are resource limits by name (cpu, as, nofile, nproc, fsize,
+	// core, stack, ...); the decision's rlimits override them one by one.
+	Rlimits map[string]uint64 `toml:"rlimits"`
+	// LandlockBestEffort runs a request whose Landlock rules the kernel
+	// cannot fully enforce, with what it can (audited as such), instead of
+	// denying it.
+	LandlockBestEffort bool `toml:"landlock_best_effort"`
+	// MaxOutputBytes caps stdout plus stderr; 0 means no cap.
+	MaxOutputBytes int64 `toml:"max_output_bytes"`
+	// MaxStdinBytes caps the stdin forwarded; 0 means no cap.
+	MaxStdinBytes int64 `toml:"max_stdin_bytes"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Sink is "file", "stdout", "syslog" or "none".
+	Sink string `toml:"sink"`
+	// Path is the file of the "file" sink.
+	Path string `toml:"path"`
+	// Fsync is "none" or "every" (fsync after each record).
+	Fsync string `toml:"fsync"`
+	// OnFailure is "refuse" (no request runs unrecorded) or "continue".
+	OnFailure string `toml:"on_failure"`
+	// SyslogSocket is the local syslog socket of the "syslog" sink.
+	SyslogSocket string `toml:"syslog_socket"`
+}
+
+// Log configures the operator log.
+type Log struct {
+	// Format is "auto" (text on a terminal, else JSON), "text" or "json".
+	Format string `toml:"format"`
+	// Level is "debug", "info", "warn" or "error".
+	Level string `toml:"level"`
+}
+
+// Default returns the configuration in force with no file: sockexec's
+// defaults for the server, the embedded policy, audit records on stdout.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			Mode:         0o660,
+			Backlog:      100,
+			MaxConns:     100,
+			Timeout:      Duration(60 * time.Second),
+			KillTimeout:  Duration(10 * time.Second),
+			Path:         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			MaxArgs:      4096,
+			MaxArgBytes:  128 << 10,
+			MaxArgvBytes: 1 << 20,
+		},
+		Policy: Policy{
+			Query:       "data.sockwarden.decision",
+			EvalTimeout: Duration(100 * time.Millisecond),
+		},
+		Sandbox: Sandbox{
+			Env:            map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
+			Cwd:            "/",
+			Umask:          0o077,
+			MaxOutputBytes: 64 << 20,
+			MaxStdinBytes:  64 << 20,
+		},
+		Audit: Audit{
+			Sink:         "stdout",
+			Fsync:        "none",
+			OnFailure:    "refuse",
+			SyslogSocket: "/dev/log",
+		},
+		Log: Log{Format: "auto", Level: "info"},
+	}
+}
+
+// Error is a configuration error at a key.
+type Error struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // dotted key
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Key == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+}
+
+// Load reads the file at path over the defaults and validates the result.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse decodes TOML text (named name in errors) over the defaults.
+func Parse(name string, text []byte) (*Config, error) {
+	c := Default()
+	md, err := toml.NewDecoder(bytes.NewReader(text)).Decode(c)
+	if err != nil {
+		var pe toml.ParseError
+		var ppe *toml.ParseError
+		if errors.As(err, &ppe) {
+			pe = *ppe
+		}
+		if ppe != nil || errors.As(err, &pe) {
+			return nil, &Error{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
+		}
+		// Type mismatches come as text: toml: line N (last key "k"): msg.
+		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, &Error{File: name, Line: line, Key: m[2], Msg: m[3]}
+		}
+		return nil, &Error{File: name, Msg: err.Error()}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0].String()
+		return nil, &Error{File: name, Line: keyLine(text, und[0]), Key: k, Msg: "unknown key"}
+	}
+	if err := c.Validate(); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = name
+			ce.Line = keyLine(text, strings.Split(ce.Key, "."))
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
+
+// Validate checks values that TOML types alone do not constrain.
+func (c *Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+	}
+	s := &c.Server
+	switch {
+	case s.Mode > 0o777:
+		return bad("server.mode", "want permission bits such as \"0660\"")
+	case s.Backlog <= 0:
+		return bad("server.backlog", "must be positive, got %d", s.Backlog)
+	case s.MaxConns <= 0:
+		return bad("server.max_conns", "must be positive, got %d", s.MaxConns)
+	case s.Timeout < 0:
+		return bad("server.timeout", "must not be negative")
+	case s.KillTimeout <= 0:
+		return bad("server.kill_timeout", "must be positive")
+	case s.MaxArgs <= 0 || s.MaxArgBytes <= 0 || s.MaxArgvBytes <= 0:
+		return bad("server.max_args", "argv limits must be positive")
+	}
+	if c.Policy.EvalTimeout <= 0 {
+		return bad("policy.eval_timeout", "must be positive")
+	}
+	if c.Sandbox.Umask > 0o777 {
+		return bad("sandbox.umask", "want permission bits such as \"0077\"")
+	}
+	if c.Sandbox.MaxOutputBytes < 0 || c.Sandbox.MaxStdinBytes < 0 {
+		return bad("sandbox.max_output_bytes", "caps must not be negative")
+	}
+	switch c.Audit.Sink {
+	case "file":
+		if c.Audit.Path == "" {
+			return bad("audit.path", "the file sink needs a path")
+		}
+	case "stdout", "syslog", "none":
+	default:
+		return bad("audit.sink", "want \"file\", \"stdout\", \"syslog\" or \"none\", got %q", c.Audit.Sink)
+	}
+	if c.Audit.Fsync != "none" && c.Audit.Fsync != "every" {
+		return bad("audit.fsync", "want \"none\" or \"every\", got %q", c.Audit.Fsync)
+	}
+	if c.Audit.OnFailure != "refuse" && c.Audit.OnFailure != "continue" {
+		return bad("audit.on_failure", "want \"refuse\" or \"continue\", got %q", c.Audit.OnFailure)
+	}
+	switch c.Log.Format {
+	case "auto", "text", "json":
+	default:
+		return bad("log.format", "want \"auto\", \"text\" or \"json\", got %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "want \"debug\", \"info\", \"warn\" or \"error\", got %q", c.Log.Level)
+	}
+	return nil
+}
+
+// Encode writes c as TOML, the form "sockwarden config" prints.
+func (c *Config) Encode(w *bytes.Buffer) error {
+	return toml.NewEncoder(w).Encode(c)
+}
+
+// keyLine finds the line of a dotted key in TOML text: the line that sets
+// its last part inside the table named by the rest. It returns 0 if the
+// key cannot be found (for example when set by an inline table).
+func keyLine(text []byte, key []string) int {
+	if len(key) == 0 {
+		return 0
+	}
+	table, leaf := strings.Join(key[:len(key)-1], "."), key[len(key)-1]
+	cur := ""
+	sc := bufio.NewScanner(bytes.NewReader(text))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "[") {
+			cur = strings.Trim(line, "[] \t")
+			if i := strings.IndexByte(cur, '#'); i >= 0 {
+				cur = strings.TrimSpace(strings.Trim(cur[:i], "[] \t"))
+			}
+			if cur == strings.Join(key, ".") {
+				return n // the key is itself a table
+			}
+			continue
+		}
+		k, _, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		k = strings.Trim(strings.TrimSpace(k), `"'`)
+		full := k
+		if cur != "" {
+			full = cur + "." + k
+		}
+		if full == table+"."+leaf || (table == "" && k == leaf) {
+			return n
+		}
+	}
+	return 0
+}
+
+// Duration is a time.Duration written as a string ("30s", "1m") or as a
+// number of seconds.
+type Duration time.Duration
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (d *Duration) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		dur, err := time.ParseDuration(x)
+		if err != nil {
+			return fmt.Errorf("want a duration such as \"30s\": %w", err)
+		}
+		*d = Duration(dur)
+	case int64:
+		*d = Duration(time.Duration(x) * time.Second)
+	case float64:
+		*d = Duration(time.Duration(x * float64(time.Second)))
+	default:
+		return fmt.Errorf("want a duration such as \"30s\", got %T", v)
+	}
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Mode is permission bits written as an octal string ("0660").
+type Mode uint32
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (m *Mode) UnmarshalTOML(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("want an octal string such as \"0660\" (a TOML number would be read as decimal), got %T", v)
+	}
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 {
+		return fmt.Errorf("want octal permission bits such as \"0660\", got %q", s)
+	}
+	*m = Mode(n)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(fmt.Sprintf("%04o", uint32(m))), nil }

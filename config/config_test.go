@@ -1,0 +1,107 @@
+package config
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want string // substring of the error
+	}{
+		{"unknown top-level table", "[sever]\nsocket = \"/s\"\n", "cfg.toml:1: sever: unknown key"},
+		{"unknown key", "[server]\nsocket = \"/s\"\nmax_con = 5\n", "cfg.toml:3: server.max_con: unknown key"},
+		{"unknown nested key", "[audit]\nsink = \"stdout\"\n\n[log]\nlevel = \"info\"\ncolour = true\n", "cfg.toml:6: log.colour: unknown key"},
+		{"wrong type", "[server]\nmax_conns = \"many\"\n", "cfg.toml:2: server.max_conns: incompatible types"},
+		{"bad duration", "[server]\ntimeout = \"soon\"\n", "cfg.toml:2: server.timeout: want a duration"},
+		{"decimal mode", "[server]\nmode = 660\n", "octal"},
+		{"bad mode", "[server]\nmode = \"0999\"\n", "octal"},
+		{"negative conns", "[server]\nmax_conns = -1\n", "cfg.toml:2: server.max_conns: must be positive"},
+		{"bad sink", "[audit]\nsink = \"kafka\"\n", "cfg.toml:2: audit.sink: want"},
+		{"file sink without path", "[audit]\nsink = \"file\"\n", "audit.path: the file sink needs a path"},
+		{"bad on_failure", "[audit]\non_failure = \"ignore\"\n", "cfg.toml:2: audit.on_failure"},
+		{"syntax", "[server\n", "to end table name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("cfg.toml", []byte(tt.text))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseValues(t *testing.T) {
+	c, err := Parse("cfg.toml", []byte(`
+[server]
+socket = "/run/sw.sock"
+mode = "0600"
+timeout = "0s"
+kill_timeout = 3
+max_conns = 7
+
+[sandbox]
+user = "nobody"
+rlimits = { core = 0, nofile = 64 }
+env = { PATH = "/bin", LANG = "C.UTF-8" }
+
+[audit]
+sink = "file"
+path = "/var/log/sw.jsonl"
+fsync = "every"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.Socket != "/run/sw.sock" || c.Server.Mode != 0o600 || c.Server.Timeout != 0 ||
+		time.Duration(c.Server.KillTimeout) != 3*time.Second || c.Server.MaxConns != 7 {
+		t.Errorf("server = %+v", c.Server)
+	}
+	if c.Server.Backlog != 100 {
+		t.Errorf("unset key lost its default: backlog %d", c.Server.Backlog)
+	}
+	if c.Sandbox.User != "nobody" || c.Sandbox.Rlimits["nofile"] != 64 || c.Sandbox.Env["LANG"] != "C.UTF-8" || len(c.Sandbox.Env) != 2 {
+		t.Errorf("sandbox = %+v", c.Sandbox)
+	}
+	if c.Audit.Sink != "file" || c.Audit.Fsync != "every" || c.Audit.OnFailure != "refuse" {
+		t.Errorf("audit = %+v", c.Audit)
+	}
+}
+
+// What Encode prints parses back to the same configuration.
+func TestEncodeRoundTrip(t *testing.T) {
+	c := Default()
+	c.Server.Socket = "/s"
+	c.Sandbox.Rlimits = map[string]uint64{"core": 0}
+	var b bytes.Buffer
+	if err := c.Encode(&b); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Parse("encoded", b.Bytes())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	var b2 bytes.Buffer
+	c2.Encode(&b2)
+	if b.String() != b2.String() {
+		t.Errorf("round trip differs:\n%s\n---\n%s", b.String(), b2.String())
+	}
+}
+
+func TestEmptyIsDefault(t *testing.T) {
+	c, err := Parse("empty", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b bytes.Buffer
+	c.Encode(&a)
+	Default().Encode(&b)
+	if a.String() != b.String() {
+		t.Error("empty file differs from Default()")
+	}
+}
