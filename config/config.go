@@ -339,7 +339,7 @@ func (d *Duration) UnmarshalTOML(v any) error {
 }
 
 // MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // Mode is permission bits written as an octal string ("0660").
 type Mode uint32
@@ -359,4 +359,10 @@ func (m *Mode) UnmarshalTOML(v any) error {
 }
 
 // MarshalText implements encoding.TextMarshaler.
-func (m Mode) MarshalText() ([]byte, error) { return []byte(fmt.Sprintf("%04o", uint32(m))), nil }
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// String returns the duration in time.Duration's notation.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// String returns the bits in octal, as "0660".
+func (m Mode) String() string { return fmt.Sprintf("%04o", uint32(m)) }

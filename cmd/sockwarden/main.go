@@ -37,6 +37,8 @@ protocol), judging every request before it runs.
 
 Usage:
   sockwarden [flags] /path/to/socket     serve (sockexec-compatible flags; -h lists them)
+  sockwarden config [flags] [socket]     print the effective configuration (defaults,
+                                         then -c file, then flags) as TOML
   sockwarden run SOCKET -- argv...       run a program through a server; stdin, stdout,
                                          stderr and the exit status pass through
   sockwarden version                     print the version
@@ -53,6 +55,8 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "run":
 			return runClient(args[1:], stdin, stdout, stderr)
+		case "config":
+			return printConfig(args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, versionString())
 			return 0
@@ -61,5 +65,5 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
-	return serve(args, stderr)
+	return serve(args, stdout, stderr)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,69 +19,110 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockwarden/sockwarden/config"
 	"github.com/sockwarden/sockwarden/server"
 )
 
-// serveOptions are the server's command-line settings.
-type serveOptions struct {
+// serveFlags are the server's command-line settings. The flags that
+// were given override the configuration file, which overrides the
+// defaults.
+type serveFlags struct {
 	version     bool
 	debug       bool
+	configFile  string
 	backlog     int
 	mode        string
 	maxConns    int
 	timeout     float64
 	killTimeout float64
-	socket      string
 }
 
 // valueFlags are the single-letter flags that take a value; getopt lets
 // sockexec users write them glued to their value ("-t0"), so we do too.
-const valueFlags = "qMmtk"
+const valueFlags = "qMmtkc"
 
-func parseServeFlags(args []string, stderr io.Writer) (*serveOptions, error) {
-	o := &serveOptions{}
-	fs := flag.NewFlagSet("sockwarden", flag.ContinueOnError)
+// parseServeArgs parses the server's command line and returns the
+// effective configuration: defaults, then the -c file, then the flags
+// given, then the positional socket path.
+func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Config, *serveFlags, error) {
+	def := config.Default()
+	o := &serveFlags{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.version, "v", false, "print the version and exit")
 	fs.BoolVar(&o.debug, "d", false, "log at debug level")
-	fs.IntVar(&o.backlog, "q", 100, "listen(2) backlog: connections queued before accept")
-	fs.StringVar(&o.mode, "M", "0660", "permission bits of the socket file, in octal")
-	fs.IntVar(&o.maxConns, "m", server.DefaultMaxConns, "connections served at once; extra ones are closed at once")
-	fs.Float64Var(&o.timeout, "t", server.DefaultDeadline.Seconds(), "seconds a connection may last before its program is killed (0 = no limit)")
-	fs.Float64Var(&o.killTimeout, "k", server.DefaultKillTimeout.Seconds(), "seconds between SIGTERM and SIGKILL when a program is killed")
+	fs.StringVar(&o.configFile, "c", "", "TOML configuration `file` (flags given override it)")
+	fs.IntVar(&o.backlog, "q", def.Server.Backlog, "listen(2) backlog: connections queued before accept")
+	fs.StringVar(&o.mode, "M", fmt.Sprintf("%04o", uint32(def.Server.Mode)), "permission bits of the socket file, in octal")
+	fs.IntVar(&o.maxConns, "m", def.Server.MaxConns, "connections served at once; extra ones are closed at once")
+	fs.Float64Var(&o.timeout, "t", time.Duration(def.Server.Timeout).Seconds(), "seconds a connection may last before its program is killed (0 = no limit)")
+	fs.Float64Var(&o.killTimeout, "k", time.Duration(def.Server.KillTimeout).Seconds(), "seconds between SIGTERM and SIGKILL when a program is killed")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: sockwarden [-v] [-d] [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] /path/to/socket\n\n")
-		fmt.Fprintf(stderr, "Serves the sockexec protocol on the socket. Until a policy is configured, only\n")
-		fmt.Fprintf(stderr, "callers with the server's own uid (or root) may run programs.\n")
-		fmt.Fprintf(stderr, "Other subcommands: sockwarden help.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [/path/to/socket]\n\n", name)
+		fmt.Fprintf(stderr, "Serves the sockexec protocol on the socket (or server.socket of the config).\n")
+		fmt.Fprintf(stderr, "Until a policy is configured, only callers with the server's own uid (or root)\n")
+		fmt.Fprintf(stderr, "may run programs. Other subcommands: sockwarden help.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(splitGlued(args, valueFlags)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if o.version {
-		return o, nil
+		return nil, o, nil
+	}
+	cfg := def
+	if o.configFile != "" {
+		var err error
+		if cfg, err = config.Load(o.configFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "d":
+			cfg.Log.Level = "debug"
+		case "q":
+			cfg.Server.Backlog = o.backlog
+		case "M":
+			m, err := strconv.ParseUint(o.mode, 8, 32)
+			if err != nil || m > 0o777 {
+				ferr = fmt.Errorf("-M %q: want octal permission bits such as 0660", o.mode)
+			}
+			cfg.Server.Mode = config.Mode(m)
+		case "m":
+			cfg.Server.MaxConns = o.maxConns
+		case "t":
+			if o.timeout < 0 {
+				ferr = errors.New("-t must be >= 0")
+			}
+			cfg.Server.Timeout = config.Duration(seconds(o.timeout))
+		case "k":
+			if o.killTimeout <= 0 {
+				ferr = errors.New("-k must be > 0")
+			}
+			cfg.Server.KillTimeout = config.Duration(seconds(o.killTimeout))
+		}
+	})
+	if ferr != nil {
+		return nil, nil, ferr
 	}
 	switch fs.NArg() {
-	case 1:
-		o.socket = fs.Arg(0)
 	case 0:
-		fs.Usage()
-		return nil, errors.New("missing socket path")
+	case 1:
+		cfg.Server.Socket = fs.Arg(0)
 	default:
 		fs.Usage()
-		return nil, fmt.Errorf("one socket path expected, got %q", fs.Args())
+		return nil, nil, fmt.Errorf("one socket path expected, got %q", fs.Args())
 	}
-	if o.timeout < 0 || o.killTimeout <= 0 {
-		return nil, errors.New("-t must be >= 0 and -k > 0")
+	if cfg.Server.Socket == "" && name == "sockwarden" {
+		fs.Usage()
+		return nil, nil, errors.New("missing socket path: give it as the last argument or set server.socket in the config")
 	}
-	if o.backlog <= 0 || o.maxConns <= 0 {
-		return nil, errors.New("-q and -m must be positive")
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("after applying flags: %w", err)
 	}
-	if _, err := parseMode(o.mode); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return cfg, o, nil
 }
 
 // splitGlued turns getopt's glued forms into separate arguments:
@@ -113,27 +156,26 @@ func splitGlued(args []string, takes string) []string {
 	return out
 }
 
-func parseMode(s string) (os.FileMode, error) {
-	m, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("-M %q: want octal permission bits such as 0660", s)
-	}
-	return os.FileMode(m), nil
-}
-
 func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 
 // newLogger returns the operator logger: colored text on a terminal,
-// JSON otherwise.
-func newLogger(w io.Writer, debug bool) *slog.Logger {
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
+// JSON otherwise, unless format forces one.
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level)) // validated by config
+	text := c.Format == "text"
+	if f, ok := w.(*os.File); ok && c.Format == "auto" {
+		text = isTerminal(f)
 	}
-	if f, ok := w.(*os.File); ok && isTerminal(f) {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+	if text {
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !isTTY(w)}))
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func isTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isTerminal(f)
 }
 
 func isTerminal(f *os.File) bool {
@@ -143,8 +185,8 @@ func isTerminal(f *os.File) bool {
 
 // serve runs the server until SIGTERM or SIGINT and returns the exit
 // status.
-func serve(args []string, stderr io.Writer) int {
-	o, err := parseServeFlags(args, stderr)
+func serve(args []string, stdout, stderr io.Writer) int {
+	cfg, o, err := parseServeArgs("sockwarden", args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -153,41 +195,50 @@ func serve(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if o.version {
-		fmt.Fprintln(os.Stdout, versionString())
+		fmt.Fprintln(stdout, versionString())
 		return 0
 	}
-	log := newLogger(stderr, o.debug)
+	log := newLogger(stderr, cfg.Log)
 	slog.SetDefault(log)
-	mode, _ := parseMode(o.mode)
+	sc := &cfg.Server
 
-	deadline := seconds(o.timeout)
-	if o.timeout == 0 {
+	deadline := time.Duration(sc.Timeout)
+	if deadline == 0 {
 		deadline = -1
 	}
 	srv := server.New(server.Config{
-		Socket:      o.socket,
-		MaxConns:    o.maxConns,
-		Deadline:    deadline,
-		KillTimeout: seconds(o.killTimeout),
-		Logger:      log,
+		Socket:       sc.Socket,
+		MaxConns:     sc.MaxConns,
+		Deadline:     deadline,
+		KillTimeout:  time.Duration(sc.KillTimeout),
+		Path:         sc.Path,
+		MaxArgs:      sc.MaxArgs,
+		MaxArgBytes:  sc.MaxArgBytes,
+		MaxArgvBytes: sc.MaxArgvBytes,
+		Logger:       log,
 	})
+	uid, gid, err := lookupOwner(sc.Owner, sc.Group)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
 
 	// Signals are caught before the socket exists, so none is lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 
-	l, err := server.Listen(server.ListenConfig{Path: o.socket, Mode: mode, UID: -1, GID: -1, Backlog: o.backlog})
+	l, err := server.Listen(server.ListenConfig{Path: sc.Socket, Mode: os.FileMode(sc.Mode), UID: uid, GID: gid, Backlog: sc.Backlog})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	created, err := os.Lstat(o.socket)
+	created, err := os.Lstat(sc.Socket)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	log.Info("serving", "version", versionString(), "socket", o.socket, "mode", fmt.Sprintf("%#o", mode),
-		"max_conns", o.maxConns, "backlog", o.backlog, "timeout", deadline, "kill_timeout", seconds(o.killTimeout),
+	log.Info("serving", "version", versionString(), "socket", sc.Socket, "mode", fmt.Sprintf("%04o", uint32(sc.Mode)),
+		"max_conns", sc.MaxConns, "backlog", sc.Backlog, "timeout", sc.Timeout.String(), "kill_timeout", sc.KillTimeout.String(),
 		"policy", "server uid or root only (no policy configured)")
 
 	served := make(chan error, 1)
@@ -210,18 +261,67 @@ loop:
 			break loop
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), seconds(o.killTimeout)+5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(sc.KillTimeout)+5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Error("shutdown incomplete", "err", err)
 		status = 1
 	}
 	// Remove the socket only if it is still ours.
-	if cur, err := os.Lstat(o.socket); err == nil && os.SameFile(cur, created) {
-		os.Remove(o.socket)
+	if cur, err := os.Lstat(sc.Socket); err == nil && os.SameFile(cur, created) {
+		os.Remove(sc.Socket)
 	}
 	log.Info("stopped", "served", srv.Stats().Served)
 	return status
+}
+
+// lookupOwner resolves the socket's owner and group (names or numbers);
+// empty means unchanged (-1).
+func lookupOwner(owner, group string) (int, int, error) {
+	uid, gid := -1, -1
+	if owner != "" {
+		if n, err := strconv.Atoi(owner); err == nil {
+			uid = n
+		} else if u, err := user.Lookup(owner); err == nil {
+			uid, _ = strconv.Atoi(u.Uid)
+		} else {
+			return 0, 0, fmt.Errorf("server.owner: %w", err)
+		}
+	}
+	if group != "" {
+		if n, err := strconv.Atoi(group); err == nil {
+			gid = n
+		} else if g, err := user.LookupGroup(group); err == nil {
+			gid, _ = strconv.Atoi(g.Gid)
+		} else {
+			return 0, 0, fmt.Errorf("server.group: %w", err)
+		}
+	}
+	return uid, gid, nil
+}
+
+// printConfig implements "sockwarden config": the effective configuration
+// of the same command line, as TOML.
+func printConfig(args []string, stdout, stderr io.Writer) int {
+	cfg, o, err := parseServeArgs("sockwarden config", args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sockwarden config: %v\n", err)
+		return 2
+	}
+	if o.version {
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	}
+	var b bytes.Buffer
+	if err := cfg.Encode(&b); err != nil {
+		fmt.Fprintf(stderr, "sockwarden config: %v\n", err)
+		return 1
+	}
+	stdout.Write(b.Bytes())
+	return 0
 }
 
 // dumpState logs every live connection, as sockexec does on SIGUSR1.
