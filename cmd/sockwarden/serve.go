@@ -21,6 +21,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/config"
 	"github.com/sockwarden/sockwarden/server"
+	"github.com/sockwarden/sockwarden/systemd"
 )
 
 // serveFlags are the server's command-line settings. The flags that
@@ -115,7 +116,7 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 		fs.Usage()
 		return nil, nil, fmt.Errorf("one socket path expected, got %q", fs.Args())
 	}
-	if cfg.Server.Socket == "" && name == "sockwarden" {
+	if cfg.Server.Socket == "" && name == "sockwarden" && os.Getenv("LISTEN_FDS") == "" {
 		fs.Usage()
 		return nil, nil, errors.New("missing socket path: give it as the last argument or set server.socket in the config")
 	}
@@ -227,22 +228,31 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 
-	l, err := server.Listen(server.ListenConfig{Path: sc.Socket, Mode: os.FileMode(sc.Mode), UID: uid, GID: gid, Backlog: sc.Backlog})
+	// A socket passed by systemd (socket activation) is systemd's: it is
+	// neither created nor removed here.
+	l, err := systemd.UnixListener()
+	activated := l != nil
+	if err == nil && !activated {
+		l, err = server.Listen(server.ListenConfig{Path: sc.Socket, Mode: os.FileMode(sc.Mode), UID: uid, GID: gid, Backlog: sc.Backlog})
+	}
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	created, err := os.Lstat(sc.Socket)
-	if err != nil {
+	var created os.FileInfo
+	if activated {
+		sc.Socket = l.Addr().String()
+	} else if created, err = os.Lstat(sc.Socket); err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	log.Info("serving", "version", versionString(), "socket", sc.Socket, "mode", fmt.Sprintf("%04o", uint32(sc.Mode)),
+	log.Info("serving", "socket_activation", activated, "version", versionString(), "socket", sc.Socket, "mode", fmt.Sprintf("%04o", uint32(sc.Mode)),
 		"max_conns", sc.MaxConns, "backlog", sc.Backlog, "timeout", sc.Timeout.String(), "kill_timeout", sc.KillTimeout.String(),
 		"policy", "server uid or root only (no policy configured)")
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
+	notify(log, "READY=1")
 
 	status := 0
 loop:
@@ -261,6 +271,7 @@ loop:
 			break loop
 		}
 	}
+	notify(log, "STOPPING=1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(sc.KillTimeout)+5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -268,11 +279,18 @@ loop:
 		status = 1
 	}
 	// Remove the socket only if it is still ours.
-	if cur, err := os.Lstat(sc.Socket); err == nil && os.SameFile(cur, created) {
+	if cur, err := os.Lstat(sc.Socket); created != nil && err == nil && os.SameFile(cur, created) {
 		os.Remove(sc.Socket)
 	}
 	log.Info("stopped", "served", srv.Stats().Served)
 	return status
+}
+
+// notify tells systemd about a state change, when it is listening.
+func notify(log *slog.Logger, state string) {
+	if err := systemd.Notify(state); err != nil && !errors.Is(err, systemd.ErrNoNotifySocket) {
+		log.Warn("systemd notification failed", "state", state, "err", err)
+	}
 }
 
 // lookupOwner resolves the socket's owner and group (names or numbers);
