@@ -297,3 +297,24 @@ func TestConnectionLimit(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The program's environment is exactly the configured one: nothing of the
+// server's own environment leaks through, and argv[0] is resolved with the
+// configured PATH, not the server's PATH variable.
+func TestEnvironmentAndPath(t *testing.T) {
+	evil := shortTempDir(t)
+	if err := os.WriteFile(filepath.Join(evil, "uname"), []byte("#!/bin/sh\necho hijacked\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOCKWARDEN_TEST_SECRET", "leaked")
+	t.Setenv("PATH", evil+":"+os.Getenv("PATH"))
+	ts := startServer(t)
+	r := decodeReply(t, exchange(t, ts.Socket, request([]string{"env"}, nil, true)))
+	if got := r.Stdout.String(); got != "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n" {
+		t.Errorf("child environment:\n%s", got)
+	}
+	r = decodeReply(t, exchange(t, ts.Socket, request([]string{"uname"}, nil, true)))
+	if strings.Contains(r.Stdout.String(), "hijacked") {
+		t.Error("argv[0] was resolved with the server's PATH variable")
+	}
+}
