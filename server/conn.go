@@ -488,8 +488,7 @@ func (cn *conn) pumpStdin(dec *netstring.Decoder, stdin io.WriteCloser, max int6
 				cn.truncated.Store(true)
 			}
 			bp := stdinBufs.Get().(*[]byte) // only while data flows
-			// A plain Writer, so that CopyBuffer uses the pooled buffer.
-			w, err := io.CopyBuffer(struct{ io.Writer }{stdin}, io.LimitReader(dec.Body(), fwd), *bp)
+			w, err := io.CopyBuffer(stdinWriter{cn, stdin}, io.LimitReader(dec.Body(), fwd), *bp)
 			stdinBufs.Put(bp)
 			cn.stdinBytes.Add(w)
 			if err != nil && !isWriteSideError(err) {
@@ -503,6 +502,64 @@ func (cn *conn) pumpStdin(dec *netstring.Decoder, stdin io.WriteCloser, max int6
 			return inputError(err, dec.Offset())
 		}
 	}
+}
+
+// errHangup is returned by a write to the child's stdin that was blocked
+// (the child not reading) when the client hung up.
+var errHangup = errors.New("client hung up while the program was not reading its stdin")
+
+// hangupCheck is how often a blocked write to the child's stdin looks
+// whether the client is still there.
+const hangupCheck = 200 * time.Millisecond
+
+// stdinWriter writes to the child's stdin. While a write is blocked
+// because the child does not read, it checks the client every hangupCheck,
+// so that a client that hangs up is noticed even though nobody reads its
+// connection meanwhile. It is a plain Writer (no ReadFrom), so that
+// io.CopyBuffer uses the pooled buffer.
+type stdinWriter struct {
+	cn *conn
+	w  io.Writer
+}
+
+func (sw stdinWriter) Write(p []byte) (int, error) {
+	dl, ok := sw.w.(interface{ SetWriteDeadline(time.Time) error })
+	if !ok {
+		return sw.w.Write(p)
+	}
+	defer dl.SetWriteDeadline(time.Time{})
+	total := 0
+	for {
+		if err := dl.SetWriteDeadline(time.Now().Add(hangupCheck)); err != nil {
+			n, err := sw.w.Write(p[total:]) // not pollable: plain blocking write
+			return total + n, err
+		}
+		n, err := sw.w.Write(p[total:])
+		total += n
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return total, err
+		}
+		if sw.cn.hungUp() {
+			return total, errHangup
+		}
+	}
+}
+
+// hungUp reports whether the client has closed (or half-closed) its end,
+// without reading from the connection.
+func (cn *conn) hungUp() bool {
+	raw, err := cn.c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, _ := unix.Poll(fds, 0); n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+			hup = true
+		}
+	})
+	return hup
 }
 
 // isWriteSideError tells a failed write to the child's stdin (which only

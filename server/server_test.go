@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -374,4 +375,51 @@ func TestNoLeaks(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// A client that hangs up while the program is not reading its stdin (the
+// pipe full) is noticed, and the program killed, without waiting for the
+// program to read.
+func TestHangupWhileStdinBlocked(t *testing.T) {
+	s, sock := startServer(t, Config{KillTimeout: time.Second})
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(encode("2", "sleep", "30"))
+	var pid int
+	for deadline := time.Now().Add(5 * time.Second); pid == 0; time.Sleep(5 * time.Millisecond) {
+		if conns := s.Conns(); len(conns) == 1 {
+			pid = conns[0].ChildPid
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("child did not start")
+		}
+	}
+	// More than the pipe holds; the writes block once the socket buffer
+	// is full too, hence the deadline.
+	c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	chunk := netstring.Append(nil, bytes.Repeat([]byte("x"), 64<<10))
+	for i := 0; i < 16; i++ {
+		if _, err := c.Write(chunk); err != nil {
+			break
+		}
+	}
+	c.Close()
+	start := time.Now()
+	for !childGone(pid) {
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("child %d still running %v after the client hung up", pid, time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func childGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
