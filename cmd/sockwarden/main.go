@@ -41,6 +41,9 @@ Usage:
                                          then -c file, then flags) as TOML
   sockwarden run SOCKET -- argv...       run a program through a server; stdin, stdout,
                                          stderr and the exit status pass through
+  sockwarden audit verify FILE...        check the hash chain of audit logs (rotated files
+                                         in order); reports the first deleted, altered or
+                                         reordered record
   sockwarden version                     print the version
   sockwarden help                        print this help
 `
@@ -55,6 +58,12 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "run":
 			return runClient(args[1:], stdin, stdout, stderr)
+		case "audit":
+			if len(args) > 1 && args[1] == "verify" {
+				return runAuditVerify(args[2:], stdout, stderr)
+			}
+			fmt.Fprintln(stderr, "usage: sockwarden audit verify [-json] FILE...")
+			return 2
 		case "config":
 			return printConfig(args[1:], stdout, stderr)
 		case "version":

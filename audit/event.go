@@ -1,0 +1,209 @@
+package audit
+
+import "time"
+
+// Event actions: the value of event.action in a record.
+const (
+	ActionDecision      = "exec.decision"
+	ActionStart         = "exec.start"
+	ActionExit          = "exec.exit"
+	ActionKill          = "exec.kill"
+	ActionProtocolError = "protocol.error"
+	ActionPolicyReload  = "policy.reload"
+	ActionServerStart   = "server.start"
+	ActionServerStop    = "server.stop"
+)
+
+// Kill reasons: the value of event.reason in an exec.kill record.
+const (
+	KillTimeout     = "timeout"
+	KillDisconnect  = "disconnect"
+	KillOutputLimit = "output_limit"
+	KillShutdown    = "shutdown"
+	// KillProtocolError: the client sent malformed stdin while the child ran.
+	KillProtocolError = "protocol_error"
+)
+
+// RlimitInfinity is the value of an unlimited resource limit
+// (RLIM_INFINITY). It is written as -1, because 2^64-1 does not fit the
+// signed 64-bit integers that Elasticsearch, Splunk and most JSON
+// parsers use.
+const RlimitInfinity = ^uint64(0)
+
+// Peer is the client at the other end of the socket. UID, GID and PID
+// come from the kernel (SO_PEERCRED); User, Group and Exe are looked up
+// for convenience and may be empty.
+type Peer struct {
+	PID   int    // process ID (kernel)
+	UID   uint32 // user ID (kernel)
+	GID   uint32 // group ID (kernel)
+	User  string // user name, if known
+	Group string // group name, if known
+	Exe   string // executable path (/proc/PID/exe), if known
+}
+
+// Decision is the policy's verdict on one request (exec.decision).
+type Decision struct {
+	// RequestID correlates the records of one request.
+	RequestID string
+	// Allow is the verdict. A deny is written with event.outcome "failure".
+	Allow bool
+	// Message is the policy's message (shown to the client on deny).
+	Message string
+	// Reasons are the policy's audit-only explanations.
+	Reasons []string
+	// Argv is the requested argv, Argv[0] included.
+	Argv []string
+	// Exe is argv[0] resolved to an absolute path; empty if it did not resolve.
+	Exe string
+	// Peer is the client.
+	Peer Peer
+	// Revision identifies the policy that decided.
+	Revision string
+	// EvalDuration is how long the evaluation took (event.duration).
+	EvalDuration time.Duration
+	// Error is set when evaluation failed (which is a deny).
+	Error string
+}
+
+// Group is a group ID and, when known, its name.
+type Group struct {
+	ID   uint32 // group ID
+	Name string // group name; may be empty
+}
+
+// RunAs is the identity a child runs with.
+type RunAs struct {
+	UID   uint32 // user ID
+	GID   uint32 // primary group ID
+	User  string // user name; may be empty
+	Group string // group name; may be empty
+	// Groups are the supplementary groups.
+	Groups []Group
+}
+
+// Landlock summarises the Landlock ruleset applied to a child.
+type Landlock struct {
+	// ABI is the Landlock ABI version that was enforced.
+	ABI int
+	// RO and RW are the paths granted read-only and read-write access.
+	RO, RW []string
+	// ConnectTCP and BindTCP are the TCP ports the child may connect to
+	// and bind.
+	ConnectTCP, BindTCP []uint16
+	// BestEffort is true when the policy allowed running with a weaker
+	// ruleset than requested if the kernel lacks an ABI.
+	BestEffort bool
+	// Downgraded is true when rules were actually dropped for that reason.
+	Downgraded bool
+}
+
+// Start records a child that was started, or could not be (exec.start).
+type Start struct {
+	// RequestID correlates the records of one request.
+	RequestID string
+	// PID of the child; its process group ID is PGID.
+	PID  int
+	PGID int
+	// Exe is the executable path; Dir the working directory. Both optional.
+	Exe string
+	Dir string
+	// RunAs is the child's identity.
+	RunAs RunAs
+	// Rlimits maps the rlimit name as the policy spells it ("cpu", "as",
+	// "nofile", ...) to the limit; RlimitInfinity means unlimited.
+	Rlimits map[string]uint64
+	// Landlock is nil when no Landlock ruleset was applied.
+	Landlock *Landlock
+	// Error is set when the child could not be started; the record then
+	// has event.outcome "failure".
+	Error string
+}
+
+// Exit records how a child ended (exec.exit).
+type Exit struct {
+	// RequestID correlates the records of one request.
+	RequestID string
+	// PID is the child's process ID.
+	PID int
+	// ExitCode is the exit status. It is ignored when Signal is set.
+	ExitCode int
+	// Signal is the name of the signal that killed the child, without the
+	// SIG prefix ("TERM", "KILL", "XFSZ"), or empty.
+	Signal string
+	// Duration is the wall time from start to exit (event.duration).
+	Duration time.Duration
+	// End is when the child ended; zero means the record's time.
+	End time.Time
+	// Byte counts of the child's standard streams.
+	StdinBytes, StdoutBytes, StderrBytes int64
+	// Truncation flags: the stream was cut at its limit.
+	StdinTruncated, StdoutTruncated, StderrTruncated bool
+	// Resource usage of the child.
+	UserCPU, SystemCPU time.Duration
+	// MaxRSS is the maximum resident set size in bytes.
+	MaxRSS int64
+}
+
+// Kill records the server killing a child's process group (exec.kill).
+// Log it once the outcome is known: Signal is the first signal sent and
+// Escalated tells whether KILL followed after the kill timeout.
+type Kill struct {
+	// RequestID correlates the records of one request.
+	RequestID string
+	// PID and PGID are the child's process and process group IDs.
+	PID, PGID int
+	// Reason is one of KillTimeout, KillDisconnect, KillOutputLimit,
+	// KillShutdown, KillProtocolError (event.reason).
+	Reason string
+	// Signal is the first signal sent, without the SIG prefix.
+	Signal string
+	// Escalated is true when the group was sent KILL after Signal.
+	Escalated bool
+	// Error is set when the signal could not be delivered.
+	Error string
+}
+
+// ProtocolError records malformed client input (protocol.error).
+type ProtocolError struct {
+	// RequestID is optional: the connection's ID if one was assigned.
+	RequestID string
+	// Peer is the client.
+	Peer Peer
+	// Error says what was wrong with the input.
+	Error string
+	// BytesRead is how many bytes were read from the client.
+	BytesRead int64
+}
+
+// PolicyReload records an attempt to load a new policy (policy.reload).
+// An empty Error means it succeeded.
+type PolicyReload struct {
+	// Revision of the policy now in force (the new one on success, the
+	// old one on failure).
+	Revision string
+	// Source is where the policy came from (directory, "embedded").
+	Source string
+	// Error is why the new policy was rejected; empty on success.
+	Error string
+}
+
+// ServerEvent records the server starting or stopping (server.start,
+// server.stop).
+type ServerEvent struct {
+	// Version is sockwarden's version (service.version).
+	Version string
+	// Socket is the path of the listening socket.
+	Socket string
+	// PID of the server; 0 means the current process.
+	PID int
+	// LandlockABI is the kernel's Landlock ABI (0: unsupported).
+	LandlockABI int
+	// Message is a human-readable summary (ECS message).
+	Message string
+	// Error is set when the server stops because of an error.
+	Error string
+	// Details holds any other facts; it is written with encoding/json
+	// under sockwarden.server.details.
+	Details map[string]any
+}
