@@ -138,6 +138,28 @@ func (l *Logger) Probe() error {
 	return cur
 }
 
+// Admit reports whether a new request may start: the Logger must be
+// healthy (or recover on Probe), and a sink that implements Prober must
+// pass its probe even when healthy (for a file: at least MinFree bytes
+// free). The reserve this keeps is what lets the records of requests
+// already running (their kills and exits) still be written when the
+// file system fills up.
+func (l *Logger) Admit() error {
+	if l.Healthy() != nil {
+		return l.Probe()
+	}
+	p, ok := l.sink.(Prober)
+	if !ok {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return p.Probe()
+}
+
 // Last returns the seq and chain hash of the last record written (0 and
 // Genesis before the first).
 func (l *Logger) Last() (seq uint64, hash string) {

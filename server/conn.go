@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/netstring"
 	"github.com/sockwarden/sockwarden/sandbox"
 )
@@ -37,11 +38,11 @@ const (
 
 // Kill reasons, as logged and audited.
 const (
-	KillTimeout       = "timeout"
-	KillDisconnect    = "disconnect"
-	KillOutputLimit   = "output_limit"
-	KillShutdown      = "shutdown"
-	KillProtocolError = "protocol_error"
+	KillTimeout       = audit.KillTimeout
+	KillDisconnect    = audit.KillDisconnect
+	KillOutputLimit   = audit.KillOutputLimit
+	KillShutdown      = audit.KillShutdown
+	KillProtocolError = audit.KillProtocolError
 )
 
 // ProtocolError is a malformed request.
@@ -86,9 +87,17 @@ type conn struct {
 	writeFail  chan struct{}
 	outLimit   chan struct{}
 	limitOnce  sync.Once
-	outBytes   atomic.Int64 // stdout + stderr bytes forwarded
-	stdinBytes atomic.Int64
-	truncated  atomic.Bool
+	outBytes   atomic.Int64 // stdout + stderr bytes read from the child
+	stdout     streamStats  // forwarded to the client
+	stderr     streamStats
+	stdinBytes atomic.Int64 // forwarded to the child
+	stdinTrunc atomic.Bool
+}
+
+// streamStats counts one output stream for the audit trail.
+type streamStats struct {
+	bytes     atomic.Int64
+	truncated atomic.Bool
 }
 
 func newConn(s *Server, c *net.UnixConn) *conn {
@@ -120,6 +129,7 @@ func (cn *conn) serve(ctx context.Context) {
 		cn.log.Error("closing connection", "request_id", cn.id, "err", err)
 		return
 	}
+	cn.s.names.describe(&peer)
 	cn.mu.Lock()
 	cn.peer = peer
 	cn.mu.Unlock()
@@ -147,12 +157,22 @@ func (cn *conn) serve(ctx context.Context) {
 	cn.argv = argv
 	cn.mu.Unlock()
 
+	// No request is judged, let alone run, while its records cannot be
+	// written (unless the operator chose best effort).
+	if err := cn.s.auditHealthy(); err != nil {
+		cn.refuseUnaudited(br, err)
+		return
+	}
 	exe, lookErr := resolveExe(argv[0], cfg.Path)
 	req := &Request{ID: cn.id, Argv: argv, Exe: exe, Peer: peer, Socket: cfg.Socket, Time: time.Now()}
 	v, err := cfg.Authorizer.Authorize(ctx, req)
 	if err != nil {
 		cn.log.Error("authorizer failed; denying", "err", err)
-		v = &Verdict{Message: "policy error"}
+		v = &Verdict{Message: "policy error", Err: err}
+	}
+	if err := cn.recordDecision(req, v); err != nil && v.Allow {
+		cn.refuseUnaudited(br, err)
+		return
 	}
 	if !v.Allow {
 		msg := v.Message
@@ -181,12 +201,22 @@ func (cn *conn) serve(ctx context.Context) {
 			err = se.Err
 		}
 		cn.log.Info("cannot start program", "exe", exe, "err", err)
+		cn.recordStartError(&spec, err)
 		cn.replyNotRun(br, fmt.Sprintf("sockwarden: %q: %v\n", argv[0], err), status)
 		return
 	}
 	cn.mu.Lock()
 	cn.pid = proc.Pid
 	cn.mu.Unlock()
+	if err := cn.recordStart(&spec, proc, v); err != nil {
+		// It must not run unrecorded: it has not run a single instruction
+		// of its own yet (or barely), and goes now.
+		proc.Kill()
+		proc.Wait()
+		closeProc(proc)
+		cn.refuseUnaudited(br, err)
+		return
+	}
 	cn.log.Debug("started", "argv", argv, "exe", exe, "pid", proc.Pid)
 
 	killTimeout := cfg.KillTimeout
@@ -265,8 +295,11 @@ func (cn *conn) requestError(ctx context.Context, err error, off int64) {
 		cn.log.Info("closing connection at shutdown before the request was complete", "bytes", off)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		cn.log.Warn("connection deadline passed before the request was complete", "bytes", off)
+		cn.recordProtocolError(&ProtocolError{Offset: off, Err: errors.New("connection deadline passed before the request was complete")})
 	default:
-		cn.log.Warn("malformed request; closing connection", "err", &ProtocolError{Offset: off, Err: err})
+		pe := &ProtocolError{Offset: off, Err: err}
+		cn.log.Warn("malformed request; closing connection", "err", pe)
+		cn.recordProtocolError(pe)
 	}
 }
 
@@ -351,8 +384,8 @@ func (cn *conn) write(b []byte) error {
 func (cn *conn) run(ctx context.Context, proc *sandbox.Process, dec *netstring.Decoder, v *Verdict, deadline time.Time, killTimeout time.Duration) {
 	var outputs sync.WaitGroup
 	outputs.Add(2)
-	go cn.pumpOutput(&outputs, proc.Stdout, "6:stdout,", v.MaxOutputBytes)
-	go cn.pumpOutput(&outputs, proc.Stderr, "6:stderr,", v.MaxOutputBytes)
+	go cn.pumpOutput(&outputs, proc.Stdout, "6:stdout,", &cn.stdout, v.MaxOutputBytes)
+	go cn.pumpOutput(&outputs, proc.Stderr, "6:stderr,", &cn.stderr, v.MaxOutputBytes)
 	stdinDone := make(chan error, 1)
 	go func() { stdinDone <- cn.pumpStdin(dec, proc.Stdin, v.MaxStdinBytes) }()
 	type waited struct {
@@ -371,7 +404,7 @@ func (cn *conn) run(ctx context.Context, proc *sandbox.Process, dec *netstring.D
 		defer t.Stop()
 		timeout = t.C
 	}
-	k := &killer{proc: proc, timeout: killTimeout, log: cn.log}
+	k := &killer{cn: cn, proc: proc, timeout: killTimeout, log: cn.log}
 	// Once a kill has started, a client that does not read may hold up the
 	// output and the reply for this long: the escalation, the drain of the
 	// pipes and a second to spare.
@@ -398,6 +431,7 @@ wait:
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
 				cn.log.Warn("malformed stdin; closing connection", "err", err)
+				cn.recordProtocolError(pe)
 				k.kill(KillProtocolError)
 			} else {
 				k.kill(KillDisconnect)
@@ -430,9 +464,7 @@ wait:
 		proc.Stderr.Close()
 		<-drained
 	}
-	proc.Stdout.Close()
-	proc.Stderr.Close()
-	proc.Stdin.Close()
+	closeProc(proc)
 
 	if w.err != nil {
 		cn.log.Error("waiting for child", "err", w.err)
@@ -441,7 +473,8 @@ wait:
 	st := w.st
 	cn.log.Debug("child ended", "exit_code", st.ExitCode, "signal", signalName(st.Signal),
 		"wall", st.Wall, "kill_reason", k.reason, "escalated", k.escalated.Load(),
-		"stdin_bytes", cn.stdinBytes.Load(), "output_bytes", cn.outBytes.Load(), "truncated", cn.truncated.Load())
+		"stdin_bytes", cn.stdinBytes.Load(), "stdout_bytes", cn.stdout.bytes.Load(), "stderr_bytes", cn.stderr.bytes.Load())
+	cn.recordExit(proc, st)
 	if k.reason == KillDisconnect || k.reason == KillProtocolError {
 		return
 	}
@@ -485,7 +518,7 @@ func (cn *conn) pumpStdin(dec *netstring.Decoder, stdin io.WriteCloser, max int6
 			fwd := n
 			if max > 0 && cn.stdinBytes.Load()+n > max {
 				fwd = max - cn.stdinBytes.Load()
-				cn.truncated.Store(true)
+				cn.stdinTrunc.Store(true)
 			}
 			bp := stdinBufs.Get().(*[]byte) // only while data flows
 			w, err := io.CopyBuffer(stdinWriter{cn, stdin}, io.LimitReader(dec.Body(), fwd), *bp)
@@ -578,7 +611,7 @@ func inputError(err error, off int64) error {
 
 // pumpOutput forwards one output pipe as typed netstrings. Reads wait for
 // readiness before taking a buffer, so an idle child costs no buffer.
-func (cn *conn) pumpOutput(wg *sync.WaitGroup, r io.Reader, typ string, max int64) {
+func (cn *conn) pumpOutput(wg *sync.WaitGroup, r io.Reader, typ string, st *streamStats, max int64) {
 	defer wg.Done()
 	var raw syscall.RawConn
 	if sc, ok := r.(syscall.Conn); ok {
@@ -591,15 +624,19 @@ func (cn *conn) pumpOutput(wg *sync.WaitGroup, r io.Reader, typ string, max int6
 			if max > 0 {
 				if total := cn.outBytes.Add(int64(n)); total > max {
 					n -= int(min(total-max, int64(n)))
-					cn.truncated.Store(true)
+					st.truncated.Store(true)
 					cn.limitOnce.Do(func() { close(cn.outLimit) })
 					forward = false
 				}
 			} else {
 				cn.outBytes.Add(int64(n))
 			}
-			if n > 0 && cn.writeFrame(typ, *bp, n) != nil {
-				forward = false // keep draining so the child never blocks on us
+			if n > 0 {
+				if cn.writeFrame(typ, *bp, n) != nil {
+					forward = false // keep draining so the child never blocks on us
+				} else {
+					st.bytes.Add(int64(n))
+				}
 			}
 		}
 		if bp != nil {
@@ -659,8 +696,10 @@ func (cn *conn) writeFrame(typ string, buf []byte, n int) error {
 	return cn.write(buf[start : frameHead+n+1])
 }
 
-// killer sends SIGTERM to a child's group, then SIGKILL after a timeout.
+// killer sends SIGTERM to a child's group, then SIGKILL after a timeout,
+// and records both.
 type killer struct {
+	cn        *conn
 	proc      *sandbox.Process
 	timeout   time.Duration
 	log       *slog.Logger
@@ -675,15 +714,19 @@ func (k *killer) kill(reason string) {
 	}
 	k.reason = reason
 	k.log.Info("killing child's process group", "reason", reason, "pid", k.proc.Pid, "signal", "TERM")
-	if err := k.proc.Signal(syscall.SIGTERM); err != nil {
+	err := k.proc.Signal(syscall.SIGTERM)
+	if err != nil {
 		k.log.Error("kill", "err", err)
 	}
+	k.cn.recordKill(k.proc, reason, "TERM", false, err)
 	k.timer = time.AfterFunc(k.timeout, func() {
 		k.escalated.Store(true)
 		k.log.Info("child outlived the kill timeout; escalating", "reason", reason, "pid", k.proc.Pid, "signal", "KILL")
-		if err := k.proc.Signal(syscall.SIGKILL); err != nil {
+		err := k.proc.Signal(syscall.SIGKILL)
+		if err != nil {
 			k.log.Error("kill", "err", err)
 		}
+		k.cn.recordKill(k.proc, reason, "KILL", true, err)
 	})
 }
 

@@ -8,12 +8,17 @@ import (
 	"github.com/sockwarden/sockwarden/sandbox"
 )
 
-// Peer is the identity of a client, as the kernel reported it
-// (SO_PEERCRED) when the connection was accepted.
+// Peer is the identity of a client. Pid, UID and GID are the kernel's
+// record (SO_PEERCRED) from when the connection was made; the names and
+// the executable are looked up for convenience, may be empty, and are not
+// to be trusted for decisions.
 type Peer struct {
-	Pid int32
-	UID uint32
-	GID uint32
+	Pid   int32
+	UID   uint32
+	GID   uint32
+	User  string
+	Group string
+	Exe   string
 }
 
 // Request is what an [Authorizer] judges: a complete argv from a peer.
@@ -55,6 +60,11 @@ type Verdict struct {
 	MaxStdinBytes int64
 	// Revision identifies the rules that produced the verdict.
 	Revision string
+	// EvalDuration is how long the judgement took.
+	EvalDuration time.Duration
+	// Err is the error that made the verdict a deny, if any (for the
+	// audit trail; the client sees only Message).
+	Err error
 }
 
 // An Authorizer decides whether a request may run and in which sandbox.

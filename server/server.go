@@ -21,6 +21,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sockwarden/sockwarden/audit"
 )
 
 // Defaults of [Config], those of sockexec where it has one.
@@ -65,6 +67,13 @@ type Config struct {
 	Linger time.Duration
 	// Logger receives operator logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// Audit receives the audit trail: every decision, start, kill and
+	// exit, and every malformed request. Nil means no audit trail.
+	Audit *audit.Logger
+	// AuditBestEffort runs requests even while their audit records cannot
+	// be written (on_failure = "continue"). By default such requests are
+	// refused, so that nothing runs unrecorded.
+	AuditBestEffort bool
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +116,8 @@ type Server struct {
 
 	ctx    context.Context // canceled at shutdown
 	cancel context.CancelFunc
+
+	names names // peer name cache
 
 	mu       sync.Mutex
 	listener *net.UnixListener

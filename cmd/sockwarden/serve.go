@@ -19,7 +19,9 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/config"
+	"github.com/sockwarden/sockwarden/sandbox"
 	"github.com/sockwarden/sockwarden/server"
 	"github.com/sockwarden/sockwarden/systemd"
 )
@@ -203,6 +205,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	slog.SetDefault(log)
 	sc := &cfg.Server
 
+	trail, err := openAudit(cfg.Audit, stdout)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	if trail != nil {
+		defer trail.Close()
+	}
+
 	deadline := time.Duration(sc.Timeout)
 	if deadline == 0 {
 		deadline = -1
@@ -217,6 +228,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		MaxArgBytes:  sc.MaxArgBytes,
 		MaxArgvBytes: sc.MaxArgvBytes,
 		Logger:       log,
+		Audit:        trail,
+		// on_failure = "continue": run requests even when unrecorded.
+		AuditBestEffort: cfg.Audit.OnFailure == "continue",
 	})
 	uid, gid, err := lookupOwner(sc.Owner, sc.Group)
 	if err != nil {
@@ -226,7 +240,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	// Signals are caught before the socket exists, so none is lost.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
 
 	// A socket passed by systemd (socket activation) is systemd's: it is
 	// neither created nor removed here.
@@ -250,6 +264,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		"max_conns", sc.MaxConns, "backlog", sc.Backlog, "timeout", sc.Timeout.String(), "kill_timeout", sc.KillTimeout.String(),
 		"policy", "server uid or root only (no policy configured)")
 
+	if trail != nil {
+		if err := trail.ServerStart(serverEvent(sc.Socket, "sockwarden started")); err != nil && cfg.Audit.OnFailure != "continue" {
+			log.Error("cannot start: the audit log cannot be written", "err", err)
+			return 1
+		}
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	notify(log, "READY=1")
@@ -263,8 +283,20 @@ loop:
 			status = 1
 			break loop
 		case sig := <-sigs:
-			if sig == syscall.SIGUSR1 {
+			switch sig {
+			case syscall.SIGUSR1:
 				dumpState(log, srv)
+				continue
+			case syscall.SIGHUP:
+				notify(log, "RELOADING=1")
+				if trail != nil {
+					if err := trail.Reopen(); err != nil {
+						log.Error("reopening the audit log", "err", err)
+					} else {
+						log.Info("audit log reopened")
+					}
+				}
+				notify(log, "READY=1")
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
@@ -282,8 +314,62 @@ loop:
 	if cur, err := os.Lstat(sc.Socket); created != nil && err == nil && os.SameFile(cur, created) {
 		os.Remove(sc.Socket)
 	}
+	if trail != nil {
+		if err := trail.ServerStop(serverEvent(sc.Socket, "sockwarden stopped")); err != nil {
+			log.Error("audit", "err", err)
+		}
+		trail.Sync()
+	}
 	log.Info("stopped", "served", srv.Stats().Served)
 	return status
+}
+
+// openAudit opens the configured audit sink; nil for "none".
+func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
+	var sink audit.Sink
+	switch c.Sink {
+	case "none":
+		return nil, nil
+	case "stdout":
+		sink = audit.NewWriterSink(stdout)
+	case "file":
+		sync, err := audit.ParseSyncPolicy(c.Fsync)
+		if err != nil {
+			return nil, fmt.Errorf("audit.fsync: %w", err)
+		}
+		f, err := audit.OpenFile(c.Path, audit.FileOptions{Sync: sync})
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		sink = f
+	case "syslog":
+		s, err := audit.DialSyslog(audit.SyslogOptions{Path: c.SyslogSocket})
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		sink = s
+	default:
+		return nil, fmt.Errorf("audit.sink: unknown sink %q", c.Sink)
+	}
+	return audit.New(sink, audit.Options{
+		OnHealthChange: func(err error) {
+			if err != nil {
+				slog.Error("audit log failing; refusing requests until it works again", "err", err)
+			} else {
+				slog.Info("audit log writable again")
+			}
+		},
+	}), nil
+}
+
+func serverEvent(socket, msg string) audit.ServerEvent {
+	return audit.ServerEvent{
+		Version:     versionString(),
+		Socket:      socket,
+		PID:         os.Getpid(),
+		LandlockABI: sandbox.LandlockABI(),
+		Message:     msg,
+	}
 }
 
 // notify tells systemd about a state change, when it is listening.

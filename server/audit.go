@@ -1,0 +1,202 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sockwarden/sockwarden/audit"
+	"github.com/sockwarden/sockwarden/sandbox"
+)
+
+// errUnaudited is what a client is told when its request was refused
+// because its audit records could not be written.
+const msgUnaudited = "sockwarden: unavailable: the audit log cannot be written; request refused (request %s)\n"
+
+// auditHealthy returns why the audit trail cannot take a new request's
+// records, if it cannot and the server must refuse requests because of
+// it. A failed trail is probed: when writing works again, service
+// resumes by itself; a file with less than its reserve free refuses new
+// requests so that the running ones can still record their ends.
+func (s *Server) auditHealthy() error {
+	a := s.cfg.Audit
+	if a == nil || s.cfg.AuditBestEffort {
+		return nil
+	}
+	return a.Admit()
+}
+
+// refuseUnaudited answers a request that cannot be recorded.
+func (cn *conn) refuseUnaudited(br *bufio.Reader, err error) {
+	cn.log.Error("refusing request: audit record cannot be written", "err", err)
+	cn.replyNotRun(br, fmt.Sprintf(msgUnaudited, cn.id), StatusDenied)
+}
+
+// audited reports the result of writing a record: nil when it was
+// written or when a failure is tolerated (best effort).
+func (cn *conn) audited(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	cn.log.Error("audit record not written", "record", what, "err", err)
+	if cn.s.cfg.AuditBestEffort {
+		return nil
+	}
+	return err
+}
+
+func auditPeer(p Peer) audit.Peer {
+	return audit.Peer{PID: int(p.Pid), UID: p.UID, GID: p.GID, User: p.User, Group: p.Group, Exe: p.Exe}
+}
+
+func (cn *conn) recordDecision(req *Request, v *Verdict) error {
+	a := cn.s.cfg.Audit
+	if a == nil {
+		return nil
+	}
+	d := audit.Decision{
+		RequestID:    req.ID,
+		Allow:        v.Allow,
+		Message:      v.Message,
+		Reasons:      v.Reasons,
+		Argv:         req.Argv,
+		Exe:          req.Exe,
+		Peer:         auditPeer(req.Peer),
+		Revision:     v.Revision,
+		EvalDuration: v.EvalDuration,
+	}
+	if v.Err != nil {
+		d.Error = v.Err.Error()
+	}
+	return cn.audited(audit.ActionDecision, a.Decision(d))
+}
+
+func (cn *conn) recordStartError(spec *sandbox.Spec, err error) {
+	if a := cn.s.cfg.Audit; a != nil {
+		cn.audited(audit.ActionStart, a.Start(audit.Start{RequestID: cn.id, Exe: spec.Path, Dir: spec.Dir, Error: err.Error()}))
+	}
+}
+
+func (cn *conn) recordStart(spec *sandbox.Spec, proc *sandbox.Process, v *Verdict) error {
+	a := cn.s.cfg.Audit
+	if a == nil {
+		return nil
+	}
+	st := audit.Start{
+		RequestID: cn.id,
+		PID:       proc.Pid,
+		PGID:      proc.Pid,
+		Exe:       spec.Path,
+		Dir:       spec.Dir,
+		Rlimits:   rlimitsByName(spec.Rlimits),
+	}
+	if st.Dir == "" {
+		st.Dir = "/"
+	}
+	if c := spec.Credential; c != nil {
+		st.RunAs = audit.RunAs{UID: c.UID, GID: c.GID}
+		for _, g := range c.Groups {
+			st.RunAs.Groups = append(st.RunAs.Groups, audit.Group{ID: g, Name: cn.s.names.group(g)})
+		}
+	} else {
+		st.RunAs = audit.RunAs{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	}
+	st.RunAs.User = cn.s.names.user(st.RunAs.UID)
+	st.RunAs.Group = cn.s.names.group(st.RunAs.GID)
+	if l := spec.Landlock; l != nil {
+		st.Landlock = &audit.Landlock{
+			ABI:        proc.Landlock.ABI,
+			RO:         l.RO,
+			RW:         l.RW,
+			ConnectTCP: l.ConnectTCP,
+			BindTCP:    l.BindTCP,
+			BestEffort: l.BestEffort,
+			Downgraded: len(proc.Landlock.Downgraded) > 0,
+		}
+	}
+	return cn.audited(audit.ActionStart, a.Start(st))
+}
+
+// rlimitNames maps RLIMIT_* numbers back to the names policies use.
+var rlimitNames = func() map[int]string {
+	m := map[int]string{}
+	for _, n := range []string{"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"} {
+		if r, err := sandbox.ParseRlimitName(n); err == nil {
+			m[r] = n
+		}
+	}
+	return m
+}()
+
+func rlimitsByName(rl []sandbox.Rlimit) map[string]uint64 {
+	if len(rl) == 0 {
+		return nil
+	}
+	m := make(map[string]uint64, len(rl))
+	for _, r := range rl {
+		name, ok := rlimitNames[r.Resource]
+		if !ok {
+			name = fmt.Sprintf("rlimit%d", r.Resource)
+		}
+		m[name] = r.Cur
+	}
+	return m
+}
+
+func (cn *conn) recordKill(proc *sandbox.Process, reason, signal string, escalated bool, err error) {
+	a := cn.s.cfg.Audit
+	if a == nil {
+		return
+	}
+	k := audit.Kill{RequestID: cn.id, PID: proc.Pid, PGID: proc.Pid, Reason: reason, Signal: signal, Escalated: escalated}
+	if err != nil {
+		k.Error = err.Error()
+	}
+	cn.audited(audit.ActionKill, a.Kill(k))
+}
+
+func (cn *conn) recordExit(proc *sandbox.Process, st *sandbox.State) {
+	a := cn.s.cfg.Audit
+	if a == nil {
+		return
+	}
+	e := audit.Exit{
+		RequestID:       cn.id,
+		PID:             proc.Pid,
+		ExitCode:        st.ExitCode,
+		Signal:          signalName(st.Signal),
+		Duration:        st.Wall,
+		End:             time.Now(),
+		StdinBytes:      cn.stdinBytes.Load(),
+		StdoutBytes:     cn.stdout.bytes.Load(),
+		StderrBytes:     cn.stderr.bytes.Load(),
+		StdinTruncated:  cn.stdinTrunc.Load(),
+		StdoutTruncated: cn.stdout.truncated.Load(),
+		StderrTruncated: cn.stderr.truncated.Load(),
+		UserCPU:         time.Duration(st.Rusage.Utime.Nano()),
+		SystemCPU:       time.Duration(st.Rusage.Stime.Nano()),
+		MaxRSS:          st.Rusage.Maxrss * 1024,
+	}
+	cn.audited(audit.ActionExit, a.Exit(e))
+}
+
+func (cn *conn) recordProtocolError(pe *ProtocolError) {
+	a := cn.s.cfg.Audit
+	if a == nil {
+		return
+	}
+	cn.mu.Lock()
+	peer := cn.peer
+	cn.mu.Unlock()
+	cn.audited(audit.ActionProtocolError, a.ProtocolError(audit.ProtocolError{
+		RequestID: cn.id, Peer: auditPeer(peer), Error: pe.Err.Error(), BytesRead: pe.Offset,
+	}))
+}
+
+// closeProc closes the server's ends of a child's pipes.
+func closeProc(p *sandbox.Process) {
+	p.Stdin.Close()
+	p.Stdout.Close()
+	p.Stderr.Close()
+}
