@@ -357,4 +357,3 @@ func TestAuditDiskFull(t *testing.T) {
 		t.Errorf("%d records, want %d (3 for each of the %d requests that ran)", rep.Records, want, ran+1)
 	}
 }
-
