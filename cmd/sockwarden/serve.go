@@ -353,7 +353,9 @@ func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
 	}
 	return audit.New(sink, audit.Options{
 		OnHealthChange: func(err error) {
-			if err != nil {
+			if err != nil && c.OnFailure == "continue" {
+				slog.Error("audit log failing; requests still run (on_failure = continue)", "err", err)
+			} else if err != nil {
 				slog.Error("audit log failing; refusing requests until it works again", "err", err)
 			} else {
 				slog.Info("audit log writable again")
