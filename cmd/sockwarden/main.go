@@ -41,6 +41,10 @@ Usage:
                                          then -c file, then flags) as TOML
   sockwarden run SOCKET -- argv...       run a program through a server; stdin, stdout,
                                          stderr and the exit status pass through
+  sockwarden check [-p policy]... [--uid N --gid N --pid N] -- argv...
+                                         print the decision the policy would make (JSON);
+                                         exit 0 allow, 1 deny, 2 error
+  sockwarden policy test [-v] PATH...    run the Rego unit tests (test_ rules), like opa test
   sockwarden audit verify FILE...        check the hash chain of audit logs (rotated files
                                          in order); reports the first deleted, altered or
                                          reordered record
@@ -64,6 +68,10 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 			fmt.Fprintln(stderr, "usage: sockwarden audit verify [-json] FILE...")
 			return 2
+		case "check":
+			return runCheck(args[1:], stdout, stderr)
+		case "policy":
+			return runPolicyTest(args[1:], stdout, stderr)
 		case "config":
 			return printConfig(args[1:], stdout, stderr)
 		case "version":

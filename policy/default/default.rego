@@ -1,0 +1,68 @@
+# sockwarden's built-in default policy, used when no policy is configured.
+#
+# It serves only the server's own user: a caller whose kernel-verified uid
+# (SO_PEERCRED) equals the uid the server runs as may run anything that user
+# could run anyway, but inside a sandbox with conservative limits and a
+# read-only view of the system. Everybody else is denied.
+#
+# policy.Default() injects the server's identity and host as data:
+#   data.sockwarden.server.uid        the uid the server runs as
+#   data.sockwarden.server.gid        its gid
+#   data.sockwarden.server.system_ro  those of /usr, /lib, /lib64, /bin,
+#                                     /sbin, /etc, /dev/urandom, /dev/zero
+#                                     that exist on this host (Landlock
+#                                     rules need existing paths)
+# (`sockwarden check` without -p uses this policy with the uid of the
+# process running the check.)
+package sockwarden
+
+server_identity := data.sockwarden.server
+
+default decision := {
+	"allow": false,
+	"message": "this sockwarden runs its built-in default policy, which serves only the user the server runs as; ask the operator to configure a policy (-p)",
+	"reasons": ["default policy: caller uid is not the server's uid"],
+}
+
+decision := object.union(allowed, run_as) if {
+	is_number(server_identity.uid)
+	input.peer.uid == server_identity.uid
+}
+
+allowed := {
+	"allow": true,
+	"reasons": [sprintf("default policy: caller uid %d is the server's own uid", [input.peer.uid])],
+	# No "as" (address space) limit: it breaks V8, the JVM and WebAssembly
+	# runtimes, which reserve large virtual ranges up front. No "timeout":
+	# the server's -t / config deadline applies.
+	"rlimits": {
+		"cpu": 60, # seconds of CPU time
+		"core": 0, # no core dumps (they could leak memory contents)
+		"fsize": 67108864, # 64 MiB per file written
+		"nofile": 1024,
+		# RLIMIT_NPROC counts every process of the child's real uid, not
+		# only the child's descendants: generous enough not to trip on the
+		# user's other processes, small enough to stop a fork bomb.
+		"nproc": 512,
+	},
+	# A read-only view of the system: programs, libraries and configuration
+	# can be read and executed, nothing can be written but /dev/null.
+	# /tmp is deliberately not writable: it is shared with every other
+	# user and service, so write access would let a sandboxed child plant
+	# files or symlinks for others and stash data in a world-readable place.
+	# A program that needs scratch space should get a policy with a private
+	# writable directory.
+	"landlock": {
+		"ro": object.get(server_identity, "system_ro", ["/usr", "/etc"]),
+		"rw": ["/dev/null"],
+	},
+	"cwd": "/",
+	"umask": "0077",
+}
+
+# A server running as root must not run children as root: they run as
+# nobody/nogroup (numeric, as the names differ between distributions) with no
+# supplementary groups.
+run_as := {"run_as": {"user": "65534", "group": "65534", "groups": []}} if {
+	server_identity.uid == 0
+} else := {}

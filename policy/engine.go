@@ -1,0 +1,306 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// DefaultQuery is the query evaluated when Options.Query is empty.
+const DefaultQuery = "data.sockwarden.decision"
+
+// DefaultTimeout is the evaluation deadline when Options.Timeout is zero.
+const DefaultTimeout = 100 * time.Millisecond
+
+// Options says where a policy comes from and how to evaluate it.
+type Options struct {
+	// Paths are .rego files, JSON or YAML data files, directories (read
+	// recursively; data files land under data.<subdirectory path>) and
+	// bundles: .tar.gz files, or directories holding a .manifest. Inside
+	// directories and bundles, *_test.rego files and (outside bundles)
+	// hidden entries are skipped. A path may carry OPA's "a.b:path" prefix
+	// to place data under data.a.b.
+	Paths []string
+	// Query is the decision to evaluate; default [DefaultQuery]. It must be
+	// a reference into data.
+	Query string
+	// Timeout is the per-evaluation deadline; default [DefaultTimeout].
+	Timeout time.Duration
+	// Data, when set, is merged into data next to the loaded data files
+	// (a conflicting key is a load error). Values must be JSON-like.
+	Data map[string]any
+}
+
+// Engine is a compiled, prepared policy. It is immutable and safe for
+// concurrent use by many goroutines. To reload, call [Load] again and swap
+// the pointer (for example with atomic.Pointer[Engine]); Load has no side
+// effects, so a policy that fails to load never replaces the running one.
+type Engine struct {
+	pq       rego.PreparedEvalQuery
+	query    string
+	timeout  time.Duration
+	revision string
+	source   string
+	modules  []string
+}
+
+// Load reads, compiles and prepares the policy in opts.Paths. Errors name
+// file:line:column. It then evaluates the query once against a synthetic
+// request (uid 65534 running /usr/bin/true) and fails if that evaluation
+// errors, is undefined (write a `default decision := {...}`), or yields a
+// malformed decision: a policy that would deny everything by accident is
+// caught here instead of at the first request.
+func Load(ctx context.Context, opts Options) (*Engine, error) {
+	e, err := load(ctx, opts, nil, strings.Join(opts.Paths, ", "))
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", strings.Join(opts.Paths, ", "), err)
+	}
+	return e, nil
+}
+
+func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine, error) {
+	query := opts.Query
+	if query == "" {
+		query = DefaultQuery
+	}
+	body, err := ast.ParseBody(query)
+	if err != nil {
+		return nil, fmt.Errorf("query %q: %w", query, err)
+	}
+	if len(body) != 1 || !isDataRef(body[0]) {
+		return nil, fmt.Errorf("query %q: want a reference into data, like %s", query, DefaultQuery)
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+
+	l, err := readPaths(opts.Paths, fsys)
+	if err != nil {
+		return nil, err
+	}
+	if len(l.modules) == 0 {
+		return nil, errors.New("no .rego modules found")
+	}
+	if opts.Data != nil {
+		if err := mergeData(l.data, opts.Data, "data"); err != nil {
+			return nil, err
+		}
+	}
+	rev, err := l.revision()
+	if err != nil {
+		return nil, err
+	}
+
+	store := inmem.NewFromObjectWithOpts(l.data, inmem.OptReturnASTValuesOnRead(true))
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	compiler := ast.NewCompiler().
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
+		WithEnablePrintStatements(false)
+	compiler.Compile(l.modules)
+	store.Abort(ctx, txn)
+	if compiler.Failed() {
+		return nil, loadError(compiler.Errors)
+	}
+
+	pq, err := rego.New(
+		rego.ParsedQuery(body),
+		rego.Compiler(compiler),
+		rego.Store(store),
+		// Hand back the result term as is: Evaluate decodes the AST
+		// directly instead of converting it to Go maps first.
+		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, loadError(err)
+	}
+
+	e := &Engine{
+		pq:       pq,
+		query:    query,
+		timeout:  timeout,
+		revision: rev,
+		source:   source,
+	}
+	e.modules = slices.Sorted(maps.Keys(l.modules))
+
+	// Smoke evaluation; a generous deadline so a cold first run on a busy
+	// machine does not fail a good policy.
+	smoke := *e
+	smoke.timeout = max(timeout, time.Second)
+	d := smoke.Evaluate(ctx, Input{
+		Argv:      []string{"true"},
+		Exe:       "/usr/bin/true",
+		Peer:      Peer{Pid: 1, UID: 65534, GID: 65534, User: "nobody", Group: "nogroup"},
+		Socket:    "/run/sockwarden/smoke-test.sock",
+		RequestID: "smoke-test",
+		Time:      time.Now(),
+	})
+	if d.Err != nil {
+		if errors.Is(d.Err, ErrUndefined) {
+			return nil, fmt.Errorf("smoke evaluation: %s is undefined for a synthetic request; define `default decision := {\"allow\": false, ...}` (or check the package name)", query)
+		}
+		return nil, fmt.Errorf("smoke evaluation: %w", d.Err)
+	}
+	return e, nil
+}
+
+func isDataRef(expr *ast.Expr) bool {
+	t, ok := expr.Terms.(*ast.Term)
+	if !ok {
+		return false
+	}
+	ref, ok := t.Value.(ast.Ref)
+	return ok && len(ref) > 0 && ref[0].Equal(ast.DefaultRootDocument)
+}
+
+// Revision is the policy revision: the bundle manifest's revision when the
+// policy is made only of bundles that have one, else the first 12 hex digits
+// of a SHA-256 over the modules and data (independent of file locations).
+func (e *Engine) Revision() string {
+	if e == nil {
+		return ""
+	}
+	return e.revision
+}
+
+// Source describes where the policy came from: "embedded default" or the
+// comma-separated paths.
+func (e *Engine) Source() string {
+	if e == nil {
+		return ""
+	}
+	return e.source
+}
+
+// Modules returns the names of the policy's modules (file names), sorted.
+func (e *Engine) Modules() []string {
+	if e == nil {
+		return nil
+	}
+	return slices.Clone(e.modules)
+}
+
+// Query returns the query the engine evaluates.
+func (e *Engine) Query() string {
+	if e == nil {
+		return ""
+	}
+	return e.query
+}
+
+// Timeout returns the per-evaluation deadline.
+func (e *Engine) Timeout() time.Duration {
+	if e == nil {
+		return 0
+	}
+	return e.timeout
+}
+
+// WithTimeout returns a copy of e whose evaluations have deadline d
+// (d <= 0 means [DefaultTimeout]). The copy shares the compiled policy.
+func (e *Engine) WithTimeout(d time.Duration) *Engine {
+	if e == nil {
+		return nil
+	}
+	if d <= 0 {
+		d = DefaultTimeout
+	}
+	c := *e
+	c.timeout = d
+	return &c
+}
+
+var noMetrics = metrics.NoOp()
+
+// Evaluate asks the policy about one request. It never returns Allow on an
+// error: a nil engine, an evaluation error, an undefined decision, a
+// timeout (Options.Timeout, or ctx ending first) or a malformed decision all
+// give a deny with Err set and a generic Message. Revision and EvalDuration
+// are always filled. Safe for concurrent use.
+func (e *Engine) Evaluate(ctx context.Context, in Input) (d Decision) {
+	start := time.Now()
+	if in.Time.IsZero() {
+		in.Time = start
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			d = failed(fmt.Errorf("%w: panic: %v", ErrEvaluation, r))
+		}
+		if e != nil {
+			d.Revision = e.revision
+		}
+		d.EvalDuration = time.Since(start)
+	}()
+	if e == nil {
+		return failed(ErrNoPolicy)
+	}
+	if err := ctx.Err(); err != nil {
+		return failed(fmt.Errorf("%w: %w", ErrCanceled, err))
+	}
+
+	// Cancel through topdown directly: no goroutine per evaluation, unlike
+	// a context deadline.
+	cancel := topdown.NewCancel()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(e.timeout, func() {
+		timedOut.Store(true)
+		cancel.Cancel()
+	})
+	defer timer.Stop()
+	if ctx.Done() != nil {
+		defer context.AfterFunc(ctx, cancel.Cancel)()
+	}
+
+	rs, err := e.pq.Eval(ctx,
+		rego.EvalParsedInput(in.Value()),
+		rego.EvalTime(in.Time),
+		rego.EvalExternalCancel(cancel),
+		rego.EvalMetrics(noMetrics),
+	)
+	switch {
+	case err != nil && timedOut.Load():
+		return failed(fmt.Errorf("%w after %v", ErrTimeout, e.timeout))
+	case err != nil && ctx.Err() != nil:
+		return failed(fmt.Errorf("%w: %w", ErrCanceled, ctx.Err()))
+	case err != nil:
+		return failed(fmt.Errorf("%w: %s", ErrEvaluation, evalErrorString(err)))
+	case len(rs) == 0 || len(rs[0].Expressions) == 0:
+		return failed(fmt.Errorf("%w: %s", ErrUndefined, e.query))
+	}
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return failed(fmt.Errorf("%w: unexpected result type %T", ErrEvaluation, rs[0].Expressions[0].Value))
+	}
+	d, err = DecodeDecision(t.Value)
+	if err != nil {
+		return failed(err)
+	}
+	return d
+}
+
+// failed is the deny for an error. The message is generic: the detail is
+// for the audit log (Err, Reasons), not for the client.
+func failed(err error) Decision {
+	msg := "policy error"
+	if errors.Is(err, ErrTimeout) {
+		msg = "policy evaluation timed out"
+	}
+	return Decision{Allow: false, Message: msg, Reasons: []string{err.Error()}, Err: err}
+}
