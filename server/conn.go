@@ -304,14 +304,17 @@ func (cn *conn) requestError(ctx context.Context, err error, off int64) {
 }
 
 // resolveExe resolves argv[0] with the server's PATH. A name with a slash
-// must be absolute: the server's working directory means nothing to a
-// client.
+// must be absolute (the server's working directory means nothing to a
+// client) and is kept as it is, not cleaned: "/usr/bin/../bin/sh" is not
+// the "/usr/bin/sh" of a policy's allow-list, and lexical cleaning can
+// name another file than the kernel would when a component is a symlink.
+// The server executes exactly the path the policy judged.
 func resolveExe(name, path string) (string, error) {
 	if strings.Contains(name, "/") {
 		if !filepath.IsAbs(name) {
 			return "", errors.New("relative program paths are not allowed")
 		}
-		return filepath.Clean(name), nil
+		return name, nil
 	}
 	for _, dir := range filepath.SplitList(path) {
 		if !filepath.IsAbs(dir) {

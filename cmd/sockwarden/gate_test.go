@@ -10,9 +10,10 @@ import (
 	"testing"
 )
 
-// Until a policy is configured, a caller with another uid is denied; the
-// uid is the kernel's (SO_PEERCRED), from a client really running as
-// nobody.
+// With no policy configured, the embedded default policy denies a caller
+// with another uid than the server's; the uid is the kernel's
+// (SO_PEERCRED), from a client really running as nobody. The server's own
+// user (root here) is admitted, and runs sandboxed as nobody.
 func TestOtherUIDDenied(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a client as nobody")
@@ -37,12 +38,12 @@ func TestOtherUIDDenied(t *testing.T) {
 	}
 
 	stdout, stderr, code := run(65534)
-	want := regexp.MustCompile(`^sockwarden: denied: caller is not the server's user \(request [0-9A-Z]{26}\)\n$`)
+	want := regexp.MustCompile(`^sockwarden: denied: this sockwarden runs its built-in default policy, which serves only the user the server runs as; ask the operator to configure a policy \(-p\) \(request [0-9A-Z]{26}\)\n$`)
 	if code != 126 || stdout != "" || !want.MatchString(stderr) {
 		t.Errorf("as nobody: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	stdout, _, code = run(0)
-	if code != 0 || stdout != "0\n" {
-		t.Errorf("as root: exit %d, stdout %q", code, stdout)
+	if code != 0 || stdout != "65534\n" {
+		t.Errorf("as root: exit %d, stdout %q, want the program to run as 65534", code, stdout)
 	}
 }

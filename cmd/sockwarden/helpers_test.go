@@ -290,8 +290,14 @@ func waitGone(t testing.TB, d time.Duration, pids ...int) {
 // assertAlive checks that the server still answers a normal request.
 func (ts *testServer) assertAlive(t testing.TB) {
 	t.Helper()
-	got := exchange(t, ts.Socket, request([]string{"echo", "alive"}, nil, true))
-	if want := pairs("stdout", "alive\n", "exitcode", "0"); !bytes.Equal(got, want) {
+	ts.assertAliveWith(t, []string{"echo", "alive"})
+}
+
+// assertAliveWith checks that argv, an echo, is answered correctly.
+func (ts *testServer) assertAliveWith(t testing.TB, argv []string) {
+	t.Helper()
+	got := exchange(t, ts.Socket, request(argv, nil, true))
+	if want := pairs("stdout", strings.Join(argv[1:], " ")+"\n", "exitcode", "0"); !bytes.Equal(got, want) {
 		t.Fatalf("liveness check: got %q, want %q", got, want)
 	}
 }

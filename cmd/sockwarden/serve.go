@@ -21,6 +21,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/config"
+	"github.com/sockwarden/sockwarden/policy"
 	"github.com/sockwarden/sockwarden/sandbox"
 	"github.com/sockwarden/sockwarden/server"
 	"github.com/sockwarden/sockwarden/systemd"
@@ -38,11 +39,18 @@ type serveFlags struct {
 	maxConns    int
 	timeout     float64
 	killTimeout float64
+	policy      stringList
 }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 
 // valueFlags are the single-letter flags that take a value; getopt lets
 // sockexec users write them glued to their value ("-t0"), so we do too.
-const valueFlags = "qMmtkc"
+const valueFlags = "qMmtkcp"
 
 // parseServeArgs parses the server's command line and returns the
 // effective configuration: defaults, then the -c file, then the flags
@@ -55,16 +63,18 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 	fs.BoolVar(&o.version, "v", false, "print the version and exit")
 	fs.BoolVar(&o.debug, "d", false, "log at debug level")
 	fs.StringVar(&o.configFile, "c", "", "TOML configuration `file` (flags given override it)")
+	fs.Var(&o.policy, "p", "policy `path`: a .rego file, a directory of .rego and data files, or a bundle .tar.gz (repeatable; none = the embedded default policy)")
 	fs.IntVar(&o.backlog, "q", def.Server.Backlog, "listen(2) backlog: connections queued before accept")
 	fs.StringVar(&o.mode, "M", fmt.Sprintf("%04o", uint32(def.Server.Mode)), "permission bits of the socket file, in octal")
 	fs.IntVar(&o.maxConns, "m", def.Server.MaxConns, "connections served at once; extra ones are closed at once")
 	fs.Float64Var(&o.timeout, "t", time.Duration(def.Server.Timeout).Seconds(), "seconds a connection may last before its program is killed (0 = no limit)")
 	fs.Float64Var(&o.killTimeout, "k", time.Duration(def.Server.KillTimeout).Seconds(), "seconds between SIGTERM and SIGKILL when a program is killed")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [/path/to/socket]\n\n", name)
+		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [/path/to/socket]\n\n", name)
 		fmt.Fprintf(stderr, "Serves the sockexec protocol on the socket (or server.socket of the config).\n")
-		fmt.Fprintf(stderr, "Until a policy is configured, only callers with the server's own uid (or root)\n")
-		fmt.Fprintf(stderr, "may run programs. Other subcommands: sockwarden help.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Every request is judged by the policy; with none configured, the embedded\n")
+		fmt.Fprintf(stderr, "default policy admits only callers with the server's own uid and runs them\n")
+		fmt.Fprintf(stderr, "sandboxed. Other subcommands: sockwarden help.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(splitGlued(args, valueFlags)); err != nil {
@@ -100,6 +110,8 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 				ferr = errors.New("-t must be >= 0")
 			}
 			cfg.Server.Timeout = config.Duration(seconds(o.timeout))
+		case "p":
+			cfg.Policy.Paths = o.policy
 		case "k":
 			if o.killTimeout <= 0 {
 				ferr = errors.New("-k must be > 0")
@@ -214,6 +226,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer trail.Close()
 	}
 
+	engine, err := loadPolicy(cfg.Policy)
+	if err != nil {
+		log.Error("cannot start: policy", "err", err)
+		return 1
+	}
+	gate := server.NewPolicyGate(engine, sandboxDefaults(cfg))
+
 	deadline := time.Duration(sc.Timeout)
 	if deadline == 0 {
 		deadline = -1
@@ -228,6 +247,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		MaxArgBytes:  sc.MaxArgBytes,
 		MaxArgvBytes: sc.MaxArgvBytes,
 		Logger:       log,
+		Authorizer:   gate,
 		Audit:        trail,
 		// on_failure = "continue": run requests even when unrecorded.
 		AuditBestEffort: cfg.Audit.OnFailure == "continue",
@@ -262,7 +282,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("serving", "socket_activation", activated, "version", versionString(), "socket", sc.Socket, "mode", fmt.Sprintf("%04o", uint32(sc.Mode)),
 		"max_conns", sc.MaxConns, "backlog", sc.Backlog, "timeout", sc.Timeout.String(), "kill_timeout", sc.KillTimeout.String(),
-		"policy", "server uid or root only (no policy configured)")
+		"policy", engine.Source(), "policy_revision", engine.Revision(), "landlock_abi", sandbox.LandlockABI(),
+		"audit", cfg.Audit.Sink)
+	if len(cfg.Policy.Paths) == 0 {
+		log.Info("no policy configured: the embedded default policy admits only callers with the server's uid, sandboxed (see sockwarden check)")
+	}
 
 	if trail != nil {
 		if err := trail.ServerStart(serverEvent(sc.Socket, "sockwarden started")); err != nil && cfg.Audit.OnFailure != "continue" {
@@ -289,6 +313,7 @@ loop:
 				continue
 			case syscall.SIGHUP:
 				notify(log, "RELOADING=1")
+				reloadPolicy(log, cfg.Policy, gate, trail)
 				if trail != nil {
 					if err := trail.Reopen(); err != nil {
 						log.Error("reopening the audit log", "err", err)
@@ -322,6 +347,60 @@ loop:
 	}
 	log.Info("stopped", "served", srv.Stats().Served)
 	return status
+}
+
+// loadPolicy loads the configured policy, or the embedded default.
+func loadPolicy(c config.Policy) (*policy.Engine, error) {
+	if len(c.Paths) == 0 {
+		e, err := policy.Default()
+		if err != nil {
+			return nil, err
+		}
+		return e.WithTimeout(time.Duration(c.EvalTimeout)), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return policy.Load(ctx, policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout)})
+}
+
+// reloadPolicy loads the policy again and puts it in force only if it
+// loads (compiles, and passes the smoke evaluation); otherwise the policy
+// in force keeps serving. Either way the outcome is logged and audited.
+func reloadPolicy(log *slog.Logger, c config.Policy, gate *server.PolicyGate, trail *audit.Logger) {
+	e, err := loadPolicy(c)
+	rec := audit.PolicyReload{}
+	if err != nil {
+		cur := gate.Engine()
+		log.Error("policy reload failed; the previous policy keeps serving", "err", err, "revision", cur.Revision())
+		rec.Revision, rec.Source, rec.Error = cur.Revision(), cur.Source(), err.Error()
+	} else {
+		gate.Swap(e)
+		log.Info("policy reloaded", "source", e.Source(), "revision", e.Revision())
+		rec.Revision, rec.Source = e.Revision(), e.Source()
+	}
+	if trail != nil {
+		if err := trail.PolicyReload(rec); err != nil {
+			log.Error("audit", "err", err)
+		}
+	}
+}
+
+// sandboxDefaults are the configuration's answers to what a decision
+// leaves out.
+func sandboxDefaults(c *config.Config) server.SandboxDefaults {
+	umask := uint32(c.Sandbox.Umask)
+	return server.SandboxDefaults{
+		User:               c.Sandbox.User,
+		Group:              c.Sandbox.Group,
+		AllowRoot:          c.Sandbox.AllowRoot,
+		Env:                c.Sandbox.Env,
+		Cwd:                c.Sandbox.Cwd,
+		Umask:              &umask,
+		Rlimits:            c.Sandbox.Rlimits,
+		LandlockBestEffort: c.Sandbox.LandlockBestEffort,
+		MaxOutputBytes:     c.Sandbox.MaxOutputBytes,
+		MaxStdinBytes:      c.Sandbox.MaxStdinBytes,
+	}
 }
 
 // openAudit opens the configured audit sink; nil for "none".

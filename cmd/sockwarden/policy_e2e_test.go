@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// copyFile copies a test policy into place.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func denyReply(t *testing.T, got []byte, message string) {
+	t.Helper()
+	re := regexp.MustCompile(`^6:stderr,(\d+):sockwarden: denied: ` + regexp.QuoteMeta(message) + ` \(request [0-9A-Z]{26}\)\n,8:exitcode,3:126,$`)
+	if !re.Match(got) {
+		t.Fatalf("got %q, want the deny reply with %q", got, message)
+	}
+}
+
+// End to end through the policy gate: the profile the policy chose is the
+// one the program runs in; denies and evaluation errors get the 126 reply.
+func TestPolicyGate(t *testing.T) {
+	dir := shortTempDir(t)
+	copyFile(t, "testdata/policy/basic.rego", filepath.Join(dir, "basic.rego"))
+	ts := startServer(t, "-p", dir)
+
+	// The profile: uid/gid, supplementary groups, environment, umask.
+	r := decodeReply(t, exchange(t, ts.Socket, request([]string{"sh", "-c", "id -u; id -g; id -G; env | sort; umask"}, nil, true)))
+	if got, want := r.Stdout.String(), "65534\n65534\n65534\nPATH=/usr/bin:/bin\nPROFILE=basic\nPWD=/\n0077\n"; got != want {
+		t.Errorf("profile:\n%s\nwant:\n%s\nstderr: %s", got, want, r.Stderr.String())
+	}
+	// Its Landlock rules: writing outside the rw paths is refused.
+	r = decodeReply(t, exchange(t, ts.Socket, request([]string{"sh", "-c", "echo x > " + filepath.Join(dir, "written")}, nil, true)))
+	if r.Final[1] == "0" || !strings.Contains(r.Stderr.String(), "Permission denied") {
+		t.Errorf("write outside rw paths: %v %q", r.Final, r.Stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "written")); err == nil {
+		t.Error("the file was written")
+	}
+
+	denyReply(t, exchange(t, ts.Socket, request([]string{"cat", "/etc/passwd"}, nil, true)), "not on the list")
+	// An evaluation error denies, with a generic message.
+	got := exchange(t, ts.Socket, request([]string{"boom"}, nil, true))
+	if !bytes.HasPrefix(got, []byte("6:stderr,")) || !bytes.HasSuffix(got, []byte("8:exitcode,3:126,")) {
+		t.Errorf("evaluation error: %q", got)
+	}
+	if !strings.Contains(ts.logs.String(), "eval_conflict_error") && !strings.Contains(ts.logs.String(), "conflict") {
+		t.Errorf("evaluation error not logged")
+	}
+	ts.assertAliveWith(t, []string{"echo", "alive"})
+}
+
+// SIGHUP reloads the policy; one that does not compile leaves the old one
+// serving.
+func TestPolicyReload(t *testing.T) {
+	dir := shortTempDir(t)
+	file := filepath.Join(dir, "policy.rego")
+	copyFile(t, "testdata/policy/basic.rego", file)
+	ts := startServer(t, "-p", dir)
+	ts.assertAliveWith(t, []string{"echo", "alive"})
+
+	hup := func(want string) {
+		t.Helper()
+		n := strings.Count(ts.logs.String(), want)
+		ts.Cmd.Process.Signal(syscall.SIGHUP)
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(ts.logs.String(), want) == n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q after SIGHUP", want)
+			}
+		}
+	}
+
+	// Broken: the old policy keeps serving.
+	os.WriteFile(file, []byte("package sockwarden\n\ndecision := {\"allow\": true\n"), 0o644)
+	hup("policy reload failed")
+	ts.assertAliveWith(t, []string{"echo", "alive"})
+	denyReply(t, exchange(t, ts.Socket, request([]string{"date"}, nil, true)), "not on the list")
+
+	// A new policy that allows date (and nothing else) replaces it.
+	os.WriteFile(file, []byte(`package sockwarden
+
+default decision := {"allow": false, "message": "only date now"}
+
+decision := {"allow": true, "run_as": {"user": "65534", "group": "65534"}} if input.exe == "/usr/bin/date"
+`), 0o644)
+	hup("policy reloaded")
+	r := decodeReply(t, exchange(t, ts.Socket, request([]string{"date", "+%Y"}, nil, true)))
+	if r.Final[1] != "0" || len(strings.TrimSpace(r.Stdout.String())) != 4 {
+		t.Errorf("date under the new policy: %v %q", r.Final, r.Stdout.String())
+	}
+	denyReply(t, exchange(t, ts.Socket, request([]string{"echo", "x"}, nil, true)), "only date now")
+	// Both reloads are in the audit trail (stdout here).
+	if !strings.Contains(ts.logs.String(), `"action":"policy.reload","outcome":"failure"`) ||
+		!strings.Contains(ts.logs.String(), `"action":"policy.reload","outcome":"success"`) {
+		t.Error("reloads not audited")
+	}
+}

@@ -1,0 +1,164 @@
+package sandbox
+
+import (
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Run with:
+//
+//	go test -run '^$' -bench 'Spawn' -count 5 ./sandbox/
+//
+// BenchmarkSpawn runs 8 spawners (SetParallelism(4) x GOMAXPROCS 2) of
+// /bin/true with three pipes; BenchmarkSpawnLatency runs one at a time
+// and reports the median.
+
+var benchLimits = []Rlimit{
+	{Resource: unix.RLIMIT_NOFILE, Cur: 256, Max: 256},
+	{Resource: unix.RLIMIT_NPROC, Cur: 512, Max: 512},
+	{Resource: unix.RLIMIT_CPU, Cur: 10, Max: 11},
+	{Resource: unix.RLIMIT_AS, Cur: 1 << 30, Max: 1 << 30},
+	{Resource: unix.RLIMIT_FSIZE, Cur: 16 << 20, Max: 16 << 20},
+	{Resource: unix.RLIMIT_CORE, Cur: 0, Max: 0},
+	{Resource: unix.RLIMIT_STACK, Cur: 8 << 20, Max: 8 << 20},
+}
+
+func fullSpec(b *testing.B) *Spec {
+	needRoot(b)
+	ll := &Landlock{RO: sysRO, RW: []string{"/dev/null"}, ConnectTCP: []uint16{80}, Scope: LandlockABI() >= 6, BestEffort: true}
+	return &Spec{
+		Path: "/bin/true", Args: []string{"true"}, Env: []string{"PATH=/usr/bin:/bin"},
+		Credential: nobody, NoNewPrivs: true, Umask: u32(0o077), Rlimits: benchLimits, Landlock: ll,
+	}
+}
+
+// cHelperSpec is candidate (b): fullSpec without Rlimits, exec'ing a
+// static C helper that sets them and execs /bin/true.
+func cHelperSpec(b *testing.B) *Spec {
+	if _, err := exec.LookPath("cc"); err != nil {
+		b.Skip("no C compiler")
+	}
+	dir := worldDir(b, 0o755)
+	helper := filepath.Join(dir, "rlimit_helper")
+	if out, err := exec.Command("cc", "-static", "-O2", "-o", helper, "testdata/rlimit_helper.c").CombinedOutput(); err != nil {
+		b.Skipf("cc -static: %v\n%s", err, out)
+	}
+	spec := fullSpec(b)
+	spec.Rlimits = nil
+	spec.Landlock.RO = append([]string{dir}, spec.Landlock.RO...)
+	spec.Path = helper
+	spec.Args = []string{"rlimit_helper"}
+	for _, r := range benchLimits {
+		spec.Args = append(spec.Args, fmt.Sprint(r.Resource), fmt.Sprint(r.Cur), fmt.Sprint(r.Max))
+	}
+	spec.Args = append(spec.Args, "--", "/bin/true", "true")
+	return spec
+}
+
+func spawnOSExec() error {
+	cmd := exec.Command("/bin/true")
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	errp, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	in.Close()
+	io.Copy(io.Discard, out)
+	io.Copy(io.Discard, errp)
+	return cmd.Wait()
+}
+
+func spawnSandbox(spec *Spec) error {
+	p, err := Start(spec)
+	if err != nil {
+		return err
+	}
+	p.Stdin.Close()
+	io.Copy(io.Discard, p.Stdout)
+	io.Copy(io.Discard, p.Stderr)
+	p.Stdout.Close()
+	p.Stderr.Close()
+	st, err := p.Wait()
+	if err == nil && st.ExitCode != 0 {
+		err = fmt.Errorf("exit %d signal %v", st.ExitCode, st.Signal)
+	}
+	return err
+}
+
+type benchCase struct {
+	name  string
+	spawn func(b *testing.B) func() error
+}
+
+var benchCases = []benchCase{
+	{"bare-osexec", func(*testing.B) func() error { return spawnOSExec }},
+	{"sandbox-minimal", func(*testing.B) func() error {
+		spec := &Spec{Path: "/bin/true", Args: []string{"true"}}
+		return func() error { return spawnSandbox(spec) }
+	}},
+	{"sandbox-full", func(b *testing.B) func() error {
+		spec := fullSpec(b)
+		return func() error { return spawnSandbox(spec) }
+	}},
+	{"sandbox-full-no-rlimits", func(b *testing.B) func() error {
+		spec := fullSpec(b)
+		spec.Rlimits = nil
+		return func() error { return spawnSandbox(spec) }
+	}},
+	{"candidate-c-helper", func(b *testing.B) func() error {
+		spec := cHelperSpec(b)
+		return func() error { return spawnSandbox(spec) }
+	}},
+}
+
+func BenchmarkSpawn(b *testing.B) {
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			f := bc.spawn(b)
+			if err := f(); err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(4)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := f(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spawns/s")
+		})
+	}
+}
+
+func BenchmarkSpawnLatency(b *testing.B) {
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			f := bc.spawn(b)
+			if err := f(); err != nil {
+				b.Fatal(err)
+			}
+			d := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				if err := f(); err != nil {
+					b.Fatal(err)
+				}
+				d = append(d, time.Since(t0))
+			}
+			slices.Sort(d)
+			b.ReportMetric(float64(d[len(d)/2].Microseconds()), "p50-µs")
+		})
+	}
+}

@@ -1,0 +1,358 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
+)
+
+// Landlock is the Landlock confinement of a child. A non-nil Landlock
+// denies by default: the child may use the file system only beneath RO
+// and RW, and (unless UnrestrictedTCP) may bind and connect TCP sockets
+// only on the listed ports.
+//
+// Nothing is added implicitly: a dynamically linked program needs its
+// loader and libraries (typically /usr, /lib, /lib64, /etc/ld.so.cache)
+// in RO, and a program that opens /dev/null needs it in RW. Paths must
+// exist when [Start] is called; a rule on a directory covers everything
+// beneath it, a rule on a file covers that file.
+//
+// Landlock governs execve(2) and open(2); it is not a boundary against a
+// program that maps readable code itself (running ld.so on a file in an
+// RW path, interpreters reading scripts, or an executable memfd).
+type Landlock struct {
+	// RO lists hierarchies the child may read and execute from.
+	RO []string
+	// RW lists hierarchies the child may read, write, truncate, create and
+	// remove files and directories in (and connect to UNIX sockets in,
+	// where the kernel controls that). RW does not grant execute (list
+	// the path in RO too for that), ioctl on device files, or moving and
+	// linking files between directories.
+	RW []string
+	// ConnectTCP and BindTCP list the TCP ports the child may connect to
+	// and bind to (Landlock ABI 4). Empty means none. The restriction
+	// also covers Multipath TCP: sockets of protocol IPPROTO_MPTCP, which
+	// Landlock does not see, are refused by a seccomp filter.
+	ConnectTCP, BindTCP []uint16
+	// UnrestrictedTCP leaves TCP alone (ConnectTCP and BindTCP must then
+	// be empty); such a spec works without Landlock ABI 4.
+	UnrestrictedTCP bool
+	// Scope isolates the child's Landlock domain (ABI 6): it may not
+	// connect to abstract UNIX sockets nor send signals outside of it.
+	Scope bool
+	// BestEffort runs the child with whatever the kernel can enforce
+	// instead of failing with an [*UnsupportedError]; what could not be
+	// enforced is listed in [Process].Landlock.Downgraded.
+	BestEffort bool
+}
+
+// LandlockReport tells how a child's Landlock confinement was applied.
+type LandlockReport struct {
+	// ABI is the kernel's Landlock ABI version (0: no Landlock).
+	ABI int
+	// Enforced is true when a Landlock ruleset was applied to the child.
+	Enforced bool
+	// BestEffort repeats [Landlock].BestEffort.
+	BestEffort bool
+	// Downgraded lists what the spec asked for and the kernel could not
+	// enforce (only ever non-empty with BestEffort), e.g.
+	// "tcp (needs ABI 4)".
+	Downgraded []string
+}
+
+// UnsupportedError is returned by [Start] when the kernel cannot enforce
+// the Landlock confinement of a spec that is not BestEffort.
+type UnsupportedError struct {
+	// ABI is the kernel's Landlock ABI version.
+	ABI int
+	// Missing lists what cannot be enforced, as in [LandlockReport].
+	Missing []string
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("sandbox: Landlock ABI %d cannot enforce %s (set BestEffort to run with less)",
+		e.ABI, strings.Join(e.Missing, ", "))
+}
+
+var (
+	abiOnce sync.Once
+	abiVal  int
+)
+
+// LandlockABI returns the Landlock ABI version of the running kernel, 0
+// when Landlock is unsupported or disabled. It is probed once.
+func LandlockABI() int {
+	abiOnce.Do(func() {
+		v, err := ll.LandlockGetABIVersion()
+		if err != nil || v < 0 {
+			v = 0
+		}
+		abiVal = v
+	})
+	return abiVal
+}
+
+// detectABI is LandlockABI, replaceable by tests to mimic older kernels.
+var detectABI = LandlockABI
+
+// noMPTCPFilter lets tests show the gap that the MPTCP filter closes.
+var noMPTCPFilter = false
+
+// Access rights of the rules.
+const (
+	accessRO = ll.AccessFSExecute | ll.AccessFSReadFile | ll.AccessFSReadDir
+	accessRW = ll.AccessFSReadFile | ll.AccessFSReadDir | ll.AccessFSWriteFile |
+		ll.AccessFSRemoveDir | ll.AccessFSRemoveFile | ll.AccessFSMakeChar |
+		ll.AccessFSMakeDir | ll.AccessFSMakeReg | ll.AccessFSMakeSock |
+		ll.AccessFSMakeFifo | ll.AccessFSMakeBlock | ll.AccessFSMakeSym |
+		ll.AccessFSTruncate | ll.AccessFSResolveUnix
+	// accessFile are the rights that apply to a non-directory.
+	accessFile = ll.AccessFSExecute | ll.AccessFSWriteFile | ll.AccessFSReadFile |
+		ll.AccessFSTruncate | ll.AccessFSIoctlDev
+)
+
+// handledFS is the set of file-system rights a kernel of Landlock ABI abi
+// can restrict (rights newer than this package are left alone).
+func handledFS(abi int) uint64 {
+	switch {
+	case abi >= 9:
+		return 1<<17 - 1
+	case abi >= 5:
+		return 1<<16 - 1
+	case abi >= 3:
+		return 1<<15 - 1
+	case abi == 2:
+		return 1<<14 - 1
+	case abi == 1:
+		return 1<<13 - 1
+	}
+	return 0
+}
+
+// landlockPlan is a prepared Landlock confinement: a ruleset fd to apply
+// on the spawning thread, and whether to add the MPTCP seccomp filter.
+type landlockPlan struct {
+	rulesetFD int // -1: nothing to apply
+	mptcp     bool
+	report    LandlockReport
+}
+
+func (p *landlockPlan) close() {
+	if p != nil && p.rulesetFD >= 0 {
+		unix.Close(p.rulesetFD)
+		p.rulesetFD = -1
+	}
+}
+
+// prepareLandlock checks l against the kernel's ABI and builds its
+// ruleset. The returned plan is nil when l is nil.
+func prepareLandlock(l *Landlock) (*landlockPlan, error) {
+	if l == nil {
+		return nil, nil
+	}
+	if l.UnrestrictedTCP && (len(l.ConnectTCP) > 0 || len(l.BindTCP) > 0) {
+		return nil, errors.New("sandbox: Landlock UnrestrictedTCP with TCP port rules")
+	}
+	abi := detectABI()
+	restrictTCP := !l.UnrestrictedTCP
+	var missing []string
+	if abi < 1 {
+		missing = append(missing, "landlock (not supported by the kernel)")
+	} else if abi < 3 {
+		missing = append(missing, "truncate (needs ABI 3)")
+	}
+	if restrictTCP && abi < 4 {
+		missing = append(missing, "tcp (needs ABI 4)")
+	}
+	if restrictTCP && abi >= 4 && !mptcpFilterSupported {
+		missing = append(missing, "mptcp (no seccomp filter for this architecture)")
+	}
+	if l.Scope && abi < 6 {
+		missing = append(missing, "scope (needs ABI 6)")
+	}
+	if len(missing) > 0 && !l.BestEffort {
+		return nil, &UnsupportedError{ABI: abi, Missing: missing}
+	}
+	plan := &landlockPlan{
+		rulesetFD: -1,
+		report:    LandlockReport{ABI: abi, BestEffort: l.BestEffort, Downgraded: missing},
+	}
+	if abi < 1 {
+		return plan, nil
+	}
+
+	restrictTCP = restrictTCP && abi >= 4
+	plan.mptcp = restrictTCP && mptcpFilterSupported && !noMPTCPFilter
+	key, err := rulesetKey(l, abi, restrictTCP)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := rulesets.get(key, func() (int, error) { return buildRuleset(l, abi, restrictTCP) })
+	if err != nil {
+		return nil, err
+	}
+	plan.rulesetFD = fd
+	plan.report.Enforced = true
+	return plan, nil
+}
+
+// buildRuleset creates the ruleset of l for a kernel of ABI abi.
+func buildRuleset(l *Landlock, abi int, restrictTCP bool) (int, error) {
+	fsMask := handledFS(abi)
+	attr := ll.RulesetAttr{HandledAccessFS: fsMask}
+	if restrictTCP {
+		attr.HandledAccessNet = ll.AccessNetBindTCP | ll.AccessNetConnectTCP
+	}
+	if l.Scope && abi >= 6 {
+		attr.Scoped = ll.ScopeAbstractUnixSocket | ll.ScopeSignal
+	}
+	fd, err := ll.LandlockCreateRuleset(&attr, 0)
+	if err != nil {
+		return -1, fmt.Errorf("sandbox: landlock_create_ruleset: %w", err)
+	}
+	for _, r := range []struct {
+		paths  []string
+		access uint64
+	}{{l.RO, accessRO}, {l.RW, accessRW}} {
+		for _, path := range r.paths {
+			if err := addPathRule(fd, path, r.access&fsMask); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+	}
+	if restrictTCP {
+		for _, r := range []struct {
+			ports  []uint16
+			access uint64
+		}{{l.ConnectTCP, ll.AccessNetConnectTCP}, {l.BindTCP, ll.AccessNetBindTCP}} {
+			for _, port := range r.ports {
+				na := ll.NetPortAttr{AllowedAccess: r.access, Port: uint64(port)}
+				if err := ll.LandlockAddNetPortRule(fd, &na, 0); err != nil {
+					unix.Close(fd)
+					return -1, fmt.Errorf("sandbox: landlock rule for TCP port %d: %w", port, err)
+				}
+			}
+		}
+	}
+	return fd, nil
+}
+
+// rulesetKey identifies the ruleset of l: its options and, for every
+// path, the file it names now (device and inode). A ruleset refers to
+// the files its paths named when it was built, so a path that now names
+// another file gives another key.
+func rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "abi=%d tcp=%v scope=%v", abi, restrictTCP, l.Scope)
+	for _, r := range []struct {
+		tag   string
+		paths []string
+	}{{"ro", l.RO}, {"rw", l.RW}} {
+		for _, path := range r.paths {
+			if !strings.HasPrefix(path, "/") {
+				return "", fmt.Errorf("sandbox: landlock path %q is not absolute", path)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(path, &st); err != nil {
+				return "", fmt.Errorf("sandbox: landlock path %q: %w", path, err)
+			}
+			fmt.Fprintf(&b, " %s:%d:%d", r.tag, st.Dev, st.Ino)
+		}
+	}
+	if restrictTCP {
+		fmt.Fprintf(&b, " connect:%v bind:%v", l.ConnectTCP, l.BindTCP)
+	}
+	return b.String(), nil
+}
+
+// rulesetCache keeps recently built rulesets by key. A ruleset can be
+// enforced any number of times, each landlock_restrict_self(2) making a
+// new domain, so reusing one shares nothing between children.
+type rulesetCache struct {
+	mu      sync.Mutex
+	entries map[string]*rulesetEntry
+	clock   uint64
+}
+
+type rulesetEntry struct {
+	fd   int
+	used uint64
+}
+
+// rulesetCacheSize bounds the descriptors the cache holds.
+const rulesetCacheSize = 32
+
+var rulesets = rulesetCache{entries: map[string]*rulesetEntry{}}
+
+// get returns a descriptor (a duplicate, owned by the caller) of the
+// ruleset for key, building it with build on a miss.
+func (c *rulesetCache) get(key string, build func() (int, error)) (int, error) {
+	c.mu.Lock()
+	c.clock++
+	if e, ok := c.entries[key]; ok {
+		e.used = c.clock
+		fd, err := unix.FcntlInt(uintptr(e.fd), unix.F_DUPFD_CLOEXEC, 0)
+		c.mu.Unlock()
+		return fd, err
+	}
+	c.mu.Unlock()
+	fd, err := build()
+	if err != nil {
+		return -1, err
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[key]; ok { // built concurrently
+		unix.Close(fd)
+		return dup, nil
+	}
+	if len(c.entries) >= rulesetCacheSize {
+		var oldK string
+		var old *rulesetEntry
+		for k, e := range c.entries {
+			if old == nil || e.used < old.used {
+				oldK, old = k, e
+			}
+		}
+		unix.Close(old.fd)
+		delete(c.entries, oldK)
+	}
+	c.entries[key] = &rulesetEntry{fd: fd, used: c.clock}
+	return dup, nil
+}
+
+func addPathRule(rulesetFD int, path string, access uint64) error {
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("sandbox: landlock path %q is not absolute", path)
+	}
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("sandbox: landlock path %q: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("sandbox: landlock path %q: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		access &= accessFile
+	}
+	if access == 0 {
+		return nil
+	}
+	pb := ll.PathBeneathAttr{AllowedAccess: access, ParentFd: fd}
+	if err := ll.LandlockAddPathBeneathRule(rulesetFD, &pb, 0); err != nil {
+		return fmt.Errorf("sandbox: landlock rule for %q: %w", path, err)
+	}
+	return nil
+}
