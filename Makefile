@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test check vet fmt race fuzz clean
+.PHONY: all build test check vet fmt policy race fuzz clean
 
 all: build
 
@@ -10,7 +10,11 @@ build:
 	$(GO) build -o bin/sockwarden ./cmd/sockwarden
 
 # Everything CI checks, in order of cost.
-test: fmt vet race fuzz
+test: fmt vet policy race fuzz
+
+# The example policy's Rego unit tests, as a policy repository's CI runs them.
+policy:
+	$(GO) run ./cmd/sockwarden policy test examples/policy
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

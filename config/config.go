@@ -131,14 +131,16 @@ func Default() *Config {
 		},
 		Policy: Policy{
 			Query:       "data.sockwarden.decision",
-			EvalTimeout: Duration(100 * time.Millisecond),
+			// Generous: the deadline is wall-clock time, which includes
+			// waiting for a CPU on a loaded machine, and a timeout denies.
+			EvalTimeout: Duration(time.Second),
 		},
 		Sandbox: Sandbox{
 			Env:            map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
 			Cwd:            "/",
 			Umask:          0o077,
-			MaxOutputBytes: 64 << 20,
-			MaxStdinBytes:  64 << 20,
+			// No caps by default, as with sockexec: memory is bounded by
+			// backpressure whatever the size; policies set caps per tool.
 		},
 		Audit: Audit{
 			Sink:         "stdout",

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,25 @@ func TestEmptyIsDefault(t *testing.T) {
 	Default().Encode(&b)
 	if a.String() != b.String() {
 		t.Error("empty file differs from Default()")
+	}
+}
+
+// The example configuration names every key and parses.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../examples/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.Group != "www-data" || c.Audit.Sink != "file" || c.Sandbox.User != "nobody" {
+		t.Errorf("unexpected values: %+v", c)
+	}
+	b, _ := os.ReadFile("../examples/config.toml")
+	var all bytes.Buffer
+	Default().Encode(&all)
+	for _, line := range strings.Split(all.String(), "\n") {
+		key, _, ok := strings.Cut(strings.TrimSpace(line), " = ")
+		if ok && !strings.Contains(string(b), "\n"+key+" = ") {
+			t.Errorf("examples/config.toml does not document %q", key)
+		}
 	}
 }

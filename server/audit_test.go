@@ -178,7 +178,7 @@ func TestAuditSequences(t *testing.T) {
 		},
 		{
 			// The deadline leaves sh ample time to set its trap first.
-			name: "timed out, ignores TERM", cfg: Config{Deadline: 1500 * time.Millisecond, KillTimeout: 300 * time.Millisecond},
+			name: "timed out, ignores TERM", cfg: Config{Deadline: 3 * time.Second, KillTimeout: 300 * time.Millisecond},
 			send: encode("3", "sh", "-c", "trap '' TERM; sleep 30", ""),
 			want: "exec.decision exec.start exec.kill exec.kill exec.exit", records: 5,
 			check: func(t *testing.T, rs []record) {

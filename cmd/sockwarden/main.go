@@ -48,6 +48,8 @@ Usage:
   sockwarden audit verify FILE...        check the hash chain of audit logs (rotated files
                                          in order); reports the first deleted, altered or
                                          reordered record
+  sockwarden bench WORKLOAD [flags]      load generator for any sockexec-protocol socket:
+                                         spawn, echo, flood, idle, baseline (-h for flags)
   sockwarden version                     print the version
   sockwarden help                        print this help
 `
@@ -72,6 +74,8 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return runCheck(args[1:], stdout, stderr)
 		case "policy":
 			return runPolicyTest(args[1:], stdout, stderr)
+		case "bench":
+			return runBench(args[1:], stdout, stderr)
 		case "config":
 			return printConfig(args[1:], stdout, stderr)
 		case "version":
