@@ -130,15 +130,15 @@ func Default() *Config {
 			MaxArgvBytes: 1 << 20,
 		},
 		Policy: Policy{
-			Query:       "data.sockwarden.decision",
+			Query: "data.sockwarden.decision",
 			// Generous: the deadline is wall-clock time, which includes
 			// waiting for a CPU on a loaded machine, and a timeout denies.
 			EvalTimeout: Duration(time.Second),
 		},
 		Sandbox: Sandbox{
-			Env:            map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
-			Cwd:            "/",
-			Umask:          0o077,
+			Env:   map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
+			Cwd:   "/",
+			Umask: 0o077,
 			// No caps by default, as with sockexec: memory is bounded by
 			// backpressure whatever the size; policies set caps per tool.
 		},
