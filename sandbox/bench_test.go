@@ -113,6 +113,19 @@ var benchCases = []benchCase{
 		spec.Rlimits = nil
 		return func() error { return spawnSandbox(spec) }
 	}},
+	// Ablations: full without the MPTCP seccomp filter (TCP left alone),
+	// and the part of full that runs on a reused thread (no Landlock,
+	// no_new_privs nor umask, so no thread per spawn).
+	{"sandbox-full-unrestricted-tcp", func(b *testing.B) func() error {
+		spec := fullSpec(b)
+		spec.Landlock.ConnectTCP, spec.Landlock.UnrestrictedTCP = nil, true
+		return func() error { return spawnSandbox(spec) }
+	}},
+	{"sandbox-creds-rlimits", func(b *testing.B) func() error {
+		spec := fullSpec(b)
+		spec.Landlock, spec.NoNewPrivs, spec.Umask = nil, false, nil
+		return func() error { return spawnSandbox(spec) }
+	}},
 	{"candidate-c-helper", func(b *testing.B) func() error {
 		spec := cHelperSpec(b)
 		return func() error { return spawnSandbox(spec) }

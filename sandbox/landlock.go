@@ -73,6 +73,7 @@ type UnsupportedError struct {
 	Missing []string
 }
 
+// Error lists what cannot be enforced.
 func (e *UnsupportedError) Error() string {
 	return fmt.Sprintf("sandbox: Landlock ABI %d cannot enforce %s (set BestEffort to run with less)",
 		e.ABI, strings.Join(e.Missing, ", "))
