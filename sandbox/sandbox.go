@@ -142,6 +142,11 @@ type Process struct {
 	launch  *launch
 	start   time.Time
 
+	// sigMu orders signals with the reaping of the leader: once reaped,
+	// its pid (the group ID) may be reused, so Signal becomes a no-op.
+	sigMu  sync.Mutex
+	reaped bool
+
 	waitOnce sync.Once
 	state    *State
 	waitErr  error
@@ -305,12 +310,16 @@ func spawnError(path string, err error) error {
 	return &SpawnError{Path: path, Code: code, Err: err}
 }
 
-// Signal sends sig to the child's whole process group. Before Wait has
-// returned the group ID cannot have been reused; after it, it stays
-// valid as long as some member of the group is alive. A child with
-// rlimits that is still stopped for them receives the signal once they
-// are set (SIGKILL at once).
+// Signal sends sig to the child's whole process group. Once Wait has
+// reaped the leader it does nothing: the group ID could then name another
+// process's group. A child with rlimits that is still stopped for them
+// receives the signal once they are set (SIGKILL at once).
 func (p *Process) Signal(sig syscall.Signal) error {
+	p.sigMu.Lock()
+	defer p.sigMu.Unlock()
+	if p.reaped {
+		return nil
+	}
 	if err := unix.Kill(-p.Pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("sandbox: signal %v to group %d: %w", sig, p.Pid, err)
 	}
@@ -320,9 +329,12 @@ func (p *Process) Signal(sig syscall.Signal) error {
 // Kill sends SIGKILL to the child's whole process group.
 func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }
 
-// Wait waits for the child (the group leader) to exit, reaps it and
-// reports how it ended. It does not close the pipes, nor wait for other
-// members of the group. Later calls return the same result.
+// Wait waits for the child (the group leader) to exit, kills what is left
+// of its process group with SIGKILL, reaps it and reports how it ended.
+// The kill happens while the leader's zombie still holds the group ID, so
+// it cannot hit a group that reused it. Wait does not close the pipes,
+// nor wait for the other members of the group to die. Later calls return
+// the same result.
 //
 // If the spec's rlimits could not be set once the child had been
 // exec'd (which Start's checks make unlikely), the child was killed
@@ -339,10 +351,22 @@ func (p *Process) Wait() (*State, error) {
 		var ru syscall.Rusage
 		var err error
 		for {
-			err = waitid(unix.P_PIDFD, p.pidfd, &info, unix.WEXITED, &ru)
+			err = waitid(unix.P_PIDFD, p.pidfd, &info, unix.WEXITED|unix.WNOWAIT, nil)
 			if err != unix.EINTR {
 				break
 			}
+		}
+		if err == nil {
+			p.sigMu.Lock()
+			unix.Kill(-p.Pid, syscall.SIGKILL) // the leader's leftovers
+			for {
+				err = waitid(unix.P_PIDFD, p.pidfd, &info, unix.WEXITED, &ru)
+				if err != unix.EINTR {
+					break
+				}
+			}
+			p.reaped = err == nil
+			p.sigMu.Unlock()
 		}
 		wall := time.Since(p.start)
 		if err != nil {

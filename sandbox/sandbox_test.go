@@ -608,6 +608,37 @@ func TestGroupSignal(t *testing.T) {
 	}
 }
 
+// Wait kills what the leader left behind in its group (a background
+// grandchild here), and Signal after Wait does nothing.
+func TestWaitKillsLeftovers(t *testing.T) {
+	t.Parallel()
+	path, args := sh(`sleep 1000 & echo $!`)
+	p, err := Start(&Spec{Path: path, Args: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Stdin.Close()
+	line := make([]byte, 32)
+	n, _ := p.Stdout.Read(line)
+	gpid, err := strconv.Atoi(strings.TrimSpace(string(line[:n])))
+	if err != nil {
+		t.Fatalf("grandchild pid %q", line[:n])
+	}
+	st, err := p.Wait()
+	if err != nil || st.ExitCode != 0 {
+		t.Fatalf("leader: %+v %v", st, err)
+	}
+	if !gone(gpid, 5*time.Second) {
+		t.Errorf("grandchild %d outlived its leader's Wait", gpid)
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Errorf("Signal after Wait: %v", err)
+	}
+	io.Copy(io.Discard, p.Stdout)
+	p.Stdout.Close()
+	p.Stderr.Close()
+}
+
 // gone waits until pid has exited (missing or a zombie).
 func gone(pid int, timeout time.Duration) bool {
 	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {

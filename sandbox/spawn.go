@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
@@ -256,4 +259,46 @@ func unignoreSignals() {
 	if len(ign) > 0 {
 		signal.Notify(sigSink, ign...)
 	}
+	// The Go runtime will not catch some signals (32 and 33, which the C
+	// library reserves); an inherited SIG_IGN of those stays, and would
+	// pass on to every child. Set them to their default action instead.
+	for _, s := range stillIgnored() {
+		sa := kernelSigaction{handler: 0} // SIG_DFL
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0)
+	}
+}
+
+// kernelSigaction is the kernel's struct sigaction (x86-64 and arm64).
+type kernelSigaction struct {
+	handler  uintptr
+	flags    uint64
+	restorer uintptr
+	mask     uint64
+}
+
+// stillIgnored returns the signals /proc/self/status lists as ignored,
+// SIGKILL and SIGSTOP aside.
+func stillIgnored() []syscall.Signal {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		hex, ok := strings.CutPrefix(line, "SigIgn:")
+		if !ok {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+		if err != nil {
+			return nil
+		}
+		var out []syscall.Signal
+		for s := syscall.Signal(1); s <= 64; s++ {
+			if mask&(1<<(s-1)) != 0 && s != syscall.SIGKILL && s != syscall.SIGSTOP {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
 }

@@ -448,9 +448,9 @@ wait:
 			k.kill(KillOutputLimit)
 		}
 	}
+	// Whatever the leader left behind in its group went with it: Wait
+	// killed the group before reaping the leader.
 	k.stop()
-	// Whatever the leader left behind in its group goes with it.
-	proc.Signal(syscall.SIGKILL)
 
 	// Drain the output pipes. A process that escaped the group could hold
 	// them open forever, so the wait is bounded.
