@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test check vet fmt policy race fuzz clean
+.PHONY: all build test check vet fmt policy race fuzz bench clean
 
 all: build
 
@@ -31,6 +31,13 @@ FUZZTIME ?= 15s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./netstring
 	$(GO) test -run '^$$' -fuzz '^FuzzConn$$' -fuzztime $(FUZZTIME) ./server
+
+# Performance: the Go benchmarks of the hot pieces, then the load tool's
+# standard set against a fresh server, with ratios to the bare spawn loop.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1s -count 5 ./netstring ./policy ./audit ./server | tee bench-go.txt
+	$(GO) build -o bin/sockwarden ./cmd/sockwarden
+	scripts/bench.sh bin/sockwarden
 
 clean:
 	rm -rf bin

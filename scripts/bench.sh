@@ -66,7 +66,15 @@ fi
 
 sock=$tmp/exec.sock
 # shellcheck disable=SC2086 # SERVER_ARGS is split into flags on purpose
-"$bin" -m $((conns + 100)) -t 300 -k 5 ${SERVER_ARGS:-} "$sock" >"$tmp/server.log" 2>&1 &
+# The server as users run it: every request judged by the policy (the
+# embedded default: a root caller runs as nobody, with Landlock and
+# rlimits) and recorded in an audit file.
+cat >"$tmp/config.toml" <<EOF
+[audit]
+sink = "file"
+path = "$tmp/audit.jsonl"
+EOF
+"$bin" -c "$tmp/config.toml" -m $((conns + 100)) -t 300 -k 5 ${SERVER_ARGS:-} "$sock" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
 	[ -S "$sock" ] && break

@@ -50,6 +50,7 @@ type PolicyGate struct {
 	engine   atomic.Pointer[policy.Engine]
 	defaults SandboxDefaults
 	ids      idCache
+	paths    pathCache
 	scope    bool // Landlock scoping available (ABI >= 6)
 }
 
@@ -156,8 +157,8 @@ func (g *PolicyGate) sandbox(d *policy.Decision, v *Verdict) error {
 	// Landlock.
 	if l := d.Landlock; l != nil {
 		ll := &sandbox.Landlock{
-			RO:         existingPaths(l.RO),
-			RW:         existingPaths(l.RW),
+			RO:         g.paths.existing(l.RO),
+			RW:         g.paths.existing(l.RW),
 			Scope:      g.scope,
 			BestEffort: def.LandlockBestEffort,
 		}
@@ -213,14 +214,46 @@ func ports(p []int) []uint16 {
 	return out
 }
 
-// existingPaths drops the paths that do not exist here: a policy written
-// for many hosts lists some that a given host lacks (/lib64 on arm64),
-// and Landlock can only grant access to what exists. Dropping a path only
+// pathCache remembers for a second whether a path exists: a policy's
+// Landlock paths are the same few for every request, and a stat of each
+// costs more than the rest of building the sandbox.
+type pathCache struct {
+	mu sync.Mutex
+	m  map[string]pathEntry
+}
+
+type pathEntry struct {
+	exists bool
+	at     time.Time
+}
+
+// pathTTL bounds how stale an answer of pathCache may be. A path removed
+// meanwhile makes the spawn fail with a clear error; one created meanwhile
+// is granted a second later.
+const pathTTL = time.Second
+
+// existing drops the paths that do not exist here: a policy written for
+// many hosts lists some that a given host lacks (/lib64 on arm64), and
+// Landlock can only grant access to what exists. Dropping a path only
 // ever takes access away.
-func existingPaths(paths []string) []string {
+func (c *pathCache) existing(paths []string) []string {
 	out := make([]string, 0, len(paths))
+	now := time.Now()
 	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil {
+		c.mu.Lock()
+		e, ok := c.m[p]
+		c.mu.Unlock()
+		if !ok || now.Sub(e.at) > pathTTL {
+			_, err := os.Stat(p)
+			e = pathEntry{exists: err == nil, at: now}
+			c.mu.Lock()
+			if c.m == nil || len(c.m) > 4096 {
+				c.m = make(map[string]pathEntry)
+			}
+			c.m[p] = e
+			c.mu.Unlock()
+		}
+		if e.exists {
 			out = append(out, p)
 		}
 	}
