@@ -48,7 +48,7 @@ type SandboxDefaults struct {
 // under the policy that was current when it was judged.
 type PolicyGate struct {
 	engine   atomic.Pointer[policy.Engine]
-	defaults SandboxDefaults
+	defaults atomic.Pointer[SandboxDefaults]
 	ids      idCache
 	paths    pathCache
 	scope    bool // Landlock scoping available (ABI >= 6)
@@ -56,10 +56,15 @@ type PolicyGate struct {
 
 // NewPolicyGate returns a gate judging with e.
 func NewPolicyGate(e *policy.Engine, d SandboxDefaults) *PolicyGate {
-	g := &PolicyGate{defaults: d, scope: sandbox.LandlockABI() >= 6}
+	g := &PolicyGate{scope: sandbox.LandlockABI() >= 6}
 	g.engine.Store(e)
+	g.defaults.Store(&d)
 	return g
 }
+
+// SetDefaults puts new sandbox defaults in force for the requests judged
+// from now on.
+func (g *PolicyGate) SetDefaults(d SandboxDefaults) { g.defaults.Store(&d) }
 
 // Engine returns the policy in force.
 func (g *PolicyGate) Engine() *policy.Engine { return g.engine.Load() }
@@ -104,7 +109,7 @@ func (g *PolicyGate) Authorize(ctx context.Context, req *Request) (*Verdict, err
 
 // sandbox fills v's Spec and limits from the decision and the defaults.
 func (g *PolicyGate) sandbox(d *policy.Decision, v *Verdict) error {
-	def := &g.defaults
+	def := g.defaults.Load()
 	spec := &v.Spec
 
 	// Identity.

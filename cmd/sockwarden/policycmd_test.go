@@ -252,3 +252,29 @@ func TestPolicyTest(t *testing.T) {
 		})
 	}
 }
+
+// A deliberately broken test of the example policy makes "policy test"
+// fail, naming the test.
+func TestPolicyTestCatchesBrokenExampleTest(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"policy.rego", "data.json", "policy_test.rego"} {
+		b, err := os.ReadFile(filepath.Join(examplePolicy, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "policy_test.rego" {
+			// The example allows uname with cpu 5; claim it is 6.
+			b = bytes.Replace(b, []byte(`d.rlimits == {"cpu": 5,`), []byte(`d.rlimits == {"cpu": 6,`), 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := runPolicyTest([]string{"-v", dir}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "test_allow_uname: FAIL") {
+		t.Errorf("the broken test is not named:\n%s", out.String())
+	}
+}

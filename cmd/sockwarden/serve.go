@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -174,18 +175,25 @@ func splitGlued(args []string, takes string) []string {
 func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 
 // newLogger returns the operator logger: colored text on a terminal,
-// JSON otherwise, unless format forces one.
-func newLogger(w io.Writer, c config.Log) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(c.Level)) // validated by config
+// JSON otherwise, unless format forces one. Its level can change later
+// through the returned LevelVar (SIGHUP).
+func newLogger(w io.Writer, c config.Log) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	setLevel(level, c.Level)
 	text := c.Format == "text"
 	if f, ok := w.(*os.File); ok && c.Format == "auto" {
 		text = isTerminal(f)
 	}
 	if text {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !isTTY(w)}))
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !isTTY(w)})), level
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), level
+}
+
+func setLevel(v *slog.LevelVar, name string) {
+	var l slog.Level
+	l.UnmarshalText([]byte(name)) // validated by config
+	v.Set(l)
 }
 
 func isTTY(w io.Writer) bool {
@@ -213,7 +221,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, versionString())
 		return 0
 	}
-	log := newLogger(stderr, cfg.Log)
+	log, level := newLogger(stderr, cfg.Log)
 	slog.SetDefault(log)
 	sc := &cfg.Server
 
@@ -313,6 +321,13 @@ loop:
 				continue
 			case syscall.SIGHUP:
 				notify(log, "RELOADING=1")
+				if next, err := reloadConfig(log, args, cfg); err != nil {
+					log.Error("configuration reload failed; keeping the running configuration", "err", err)
+				} else {
+					cfg = next
+					setLevel(level, cfg.Log.Level)
+					gate.SetDefaults(sandboxDefaults(cfg))
+				}
 				reloadPolicy(log, cfg.Policy, gate, trail)
 				if trail != nil {
 					if err := trail.Reopen(); err != nil {
@@ -347,6 +362,33 @@ loop:
 	}
 	log.Info("stopped", "served", srv.Stats().Served)
 	return status
+}
+
+// reloadConfig reads the configuration again (the -c file under the same
+// flags) for SIGHUP. The policy, the sandbox defaults and the log level
+// take effect at once; the other settings need a restart, and a change to
+// them is logged as such.
+func reloadConfig(log *slog.Logger, args []string, cur *config.Config) (*config.Config, error) {
+	next, _, err := parseServeArgs("sockwarden", args, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	restart := map[string]bool{
+		"server":     !reflect.DeepEqual(next.Server, cur.Server),
+		"audit":      next.Audit != cur.Audit,
+		"log.format": next.Log.Format != cur.Log.Format,
+	}
+	for section, changed := range restart {
+		if changed {
+			log.Warn("configuration changed where a reload cannot apply it; restart to apply", "section", section)
+		}
+	}
+	// The running server keeps its own socket and limits.
+	next.Server = cur.Server
+	next.Audit = cur.Audit
+	next.Log.Format = cur.Log.Format
+	log.Info("configuration reloaded", "policy_paths", next.Policy.Paths, "log_level", next.Log.Level)
+	return next, nil
 }
 
 // loadPolicy loads the configured policy, or the embedded default.
