@@ -102,9 +102,20 @@ type stdlibExit struct {
 				User   int64 `json:"user_ns"`
 				System int64 `json:"system_ns"`
 			} `json:"cpu"`
-			MaxRSS int64 `json:"max_rss_bytes"`
+			MaxRSS int64         `json:"max_rss_bytes"`
+			Cgroup *stdlibCgroup `json:"cgroup,omitempty"`
 		} `json:"exit"`
 	} `json:"sockwarden"`
+}
+
+type stdlibCgroup struct {
+	Path       string `json:"path"`
+	Killed     int    `json:"killed"`
+	OOMKills   int64  `json:"oom_kills"`
+	MemoryPeak int64  `json:"memory_peak_bytes,omitempty"`
+	PidsPeak   int64  `json:"pids_peak,omitempty"`
+	CPU        int64  `json:"cpu_ns,omitempty"`
+	Lingering  bool   `json:"lingering,omitempty"`
 }
 
 // BenchmarkEncodeExitStdlib is the encoding/json baseline for
@@ -125,6 +136,10 @@ func BenchmarkEncodeExitStdlib(b *testing.B) {
 		r.Sockwarden.Exit.Truncated = map[string]bool{"stdin": false, "stdout": false, "stderr": false}
 		r.Sockwarden.Exit.CPU.User, r.Sockwarden.Exit.CPU.System = int64(e.UserCPU), int64(e.SystemCPU)
 		r.Sockwarden.Exit.MaxRSS = e.MaxRSS
+		if cg := e.Cgroup; cg != nil {
+			r.Sockwarden.Exit.Cgroup = &stdlibCgroup{Path: cg.Path, Killed: cg.Killed, OOMKills: cg.OOMKills,
+				MemoryPeak: cg.MemoryPeak, PidsPeak: cg.PidsPeak, CPU: int64(cg.CPU), Lingering: cg.Lingering}
+		}
 		if _, err := json.Marshal(&r); err != nil {
 			b.Fatal(err)
 		}

@@ -47,6 +47,10 @@
 //     no process.exit_code. sockwarden.exit.{bytes,truncated}.{stdin,
 //     stdout,stderr}, sockwarden.exit.cpu.{user_ns,system_ns},
 //     sockwarden.exit.max_rss_bytes. Outcome "success" only for code 0.
+//     A child that had a cgroup of its own adds sockwarden.exit.cgroup:
+//     {path, killed, oom_kills} and, when measured, memory_peak_bytes,
+//     pids_peak, cpu_ns (every process of the request), and
+//     lingering: true when some were still dying.
 //   - exec.kill: event.reason (timeout, disconnect, output_limit,
 //     shutdown, protocol_error), process.{pid,pgid},
 //     sockwarden.kill.{signal,escalated}.

@@ -225,6 +225,30 @@ func appendExit(b []byte, e *Exit, end time.Time) []byte {
 	b = strconv.AppendInt(b, int64(e.SystemCPU), 10)
 	b = append(b, `},"max_rss_bytes":`...)
 	b = strconv.AppendInt(b, e.MaxRSS, 10)
+	if cg := e.Cgroup; cg != nil {
+		b = append(b, `,"cgroup":{"path":`...)
+		b = appendString(b, cg.Path)
+		b = append(b, `,"killed":`...)
+		b = strconv.AppendInt(b, int64(cg.Killed), 10)
+		b = append(b, `,"oom_kills":`...)
+		b = strconv.AppendInt(b, cg.OOMKills, 10)
+		if cg.MemoryPeak > 0 {
+			b = append(b, `,"memory_peak_bytes":`...)
+			b = strconv.AppendInt(b, cg.MemoryPeak, 10)
+		}
+		if cg.PidsPeak > 0 {
+			b = append(b, `,"pids_peak":`...)
+			b = strconv.AppendInt(b, cg.PidsPeak, 10)
+		}
+		if cg.CPU > 0 {
+			b = append(b, `,"cpu_ns":`...)
+			b = strconv.AppendInt(b, int64(cg.CPU), 10)
+		}
+		if cg.Lingering {
+			b = append(b, `,"lingering":true`...)
+		}
+		b = append(b, '}')
+	}
 	b = append(b, `},`...)
 	return b
 }

@@ -143,6 +143,34 @@ type Exit struct {
 	UserCPU, SystemCPU time.Duration
 	// MaxRSS is the maximum resident set size in bytes.
 	MaxRSS int64
+	// Cgroup is what the child's own cgroup recorded; nil when it had
+	// none (kills then reached its process group only).
+	Cgroup *ExitCgroup
+}
+
+// ExitCgroup is the accounting of a child's cgroup
+// (sockwarden.exit.cgroup). Unlike the rusage of Exit, it covers every
+// process of the request, those that left the process group included.
+type ExitCgroup struct {
+	// Path is the cgroup's directory.
+	Path string
+	// Killed counts the processes still in the cgroup when sockwarden
+	// killed it (at a kill, or after the child exited).
+	Killed int
+	// OOMKills counts the processes the kernel killed for exceeding the
+	// cgroup's memory limit.
+	OOMKills int64
+	// MemoryPeak is the peak memory use in bytes; 0 = not measured.
+	MemoryPeak int64
+	// PidsPeak is the peak number of processes and threads; 0 = not
+	// measured.
+	PidsPeak int64
+	// CPU is the CPU time of all the cgroup's processes; 0 = not
+	// measured.
+	CPU time.Duration
+	// Lingering is true when processes of the cgroup were still dying
+	// when the record was made.
+	Lingering bool
 }
 
 // Kill records the server killing a child's process group (exec.kill).

@@ -123,7 +123,9 @@ var (
 	sampleSpawnFail = audit.Start{RequestID: "req-3", Exe: "/usr/bin/nope", RunAs: audit.RunAs{UID: 65534, GID: 65534},
 		Error: "exec: no such file or directory"}
 	sampleExit = audit.Exit{RequestID: "req-1", PID: 5001, ExitCode: 0, Duration: 2500 * time.Microsecond,
-		StdinBytes: 0, StdoutBytes: 93, StderrBytes: 0, UserCPU: 1200 * time.Microsecond, SystemCPU: 800 * time.Microsecond, MaxRSS: 3 << 20}
+		StdinBytes: 0, StdoutBytes: 93, StderrBytes: 0, UserCPU: 1200 * time.Microsecond, SystemCPU: 800 * time.Microsecond, MaxRSS: 3 << 20,
+		Cgroup: &audit.ExitCgroup{Path: "/sys/fs/cgroup/system.slice/sockwarden.service/sockwarden/req-1000-1", Killed: 1,
+			MemoryPeak: 4 << 20, PidsPeak: 2, CPU: 2100 * time.Microsecond}}
 	sampleSignalExit = audit.Exit{RequestID: "req-4", PID: 5002, Signal: "XFSZ", Duration: 3 * time.Second,
 		End: t0.Add(time.Hour), StdinBytes: 10, StdoutBytes: 10485760, StderrBytes: 12, StdoutTruncated: true, MaxRSS: 1 << 20}
 	sampleKill          = audit.Kill{RequestID: "req-4", PID: 5002, PGID: 5002, Reason: audit.KillTimeout, Signal: "TERM", Escalated: true}

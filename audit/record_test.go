@@ -123,6 +123,8 @@ func TestRecordFields(t *testing.T) {
 			"sockwarden.exit.truncated":     map[string]any{"stdin": false, "stdout": false, "stderr": false},
 			"sockwarden.exit.cpu":           map[string]any{"user_ns": 1200000.0, "system_ns": 800000.0},
 			"sockwarden.exit.max_rss_bytes": 3145728.0,
+			"sockwarden.exit.cgroup": map[string]any{"path": "/sys/fs/cgroup/system.slice/sockwarden.service/sockwarden/req-1000-1",
+				"killed": 1.0, "oom_kills": 0.0, "memory_peak_bytes": 4194304.0, "pids_peak": 2.0, "cpu_ns": 2100000.0},
 		}},
 		{"exit nonzero", func(l *audit.Logger) error {
 			return l.Exit(audit.Exit{RequestID: "r", PID: 9, ExitCode: 3})
@@ -130,8 +132,12 @@ func TestRecordFields(t *testing.T) {
 		{"exit signal", func(l *audit.Logger) error { return l.Exit(sampleSignalExit) }, map[string]any{
 			"event.outcome": "failure", "process.exit_code": absent, "sockwarden.exit.signal": "XFSZ",
 			"process.end": "2026-11-21T11:00:00.123456789Z", "sockwarden.exit.truncated.stdout": true,
-			"sockwarden.exit.bytes.stdout": 10485760.0,
+			"sockwarden.exit.bytes.stdout": 10485760.0, "sockwarden.exit.cgroup": absent,
 		}},
+		{"exit cgroup oom lingering", func(l *audit.Logger) error {
+			return l.Exit(audit.Exit{RequestID: "r", PID: 9, Signal: "KILL",
+				Cgroup: &audit.ExitCgroup{Path: "/c", Killed: 3, OOMKills: 1, Lingering: true}})
+		}, map[string]any{"sockwarden.exit.cgroup": map[string]any{"path": "/c", "killed": 3.0, "oom_kills": 1.0, "lingering": true}}},
 		{"kill", func(l *audit.Logger) error { return l.Kill(sampleKill) }, map[string]any{
 			"event.action": "exec.kill", "event.outcome": "success", "event.reason": "timeout",
 			"process.pid": 5002.0, "process.pgid": 5002.0,

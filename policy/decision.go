@@ -36,6 +36,8 @@ type Decision struct {
 	Rlimits map[string]uint64
 	// Landlock is the Landlock ruleset; nil = no Landlock rules asked for.
 	Landlock *Landlock
+	// Cgroup are the limits of the child's cgroup; nil = none asked for.
+	Cgroup *Cgroup
 	// Timeout is the run-time deadline of the child; 0 = unset.
 	Timeout time.Duration
 	// KillTimeout is the TERM-to-KILL grace period; 0 = unset.
@@ -90,6 +92,22 @@ type Landlock struct {
 	// BindTCP are the TCP ports the child may bind. nil = absent (not
 	// restricted); non-nil and empty = no TCP bind allowed.
 	BindTCP []int `json:"bind_tcp,omitempty"`
+}
+
+// Cgroup are the cgroup v2 limits the policy asks for the child's own
+// cgroup (the whole request: every process it starts). A zero field is
+// unset (no limit), except MemorySwapMax, where nil is unset.
+type Cgroup struct {
+	// MemoryMax is memory.max in bytes; 0 = unset.
+	MemoryMax int64 `json:"memory_max,omitempty"`
+	// MemorySwapMax is memory.swap.max in bytes; nil = unset, 0 = no swap.
+	MemorySwapMax *int64 `json:"memory_swap_max,omitempty"`
+	// PidsMax is pids.max, the most processes and threads at once; 0 =
+	// unset.
+	PidsMax int64 `json:"pids_max,omitempty"`
+	// CPUMax is cpu.max, "QUOTA PERIOD" in microseconds ("50000 100000" =
+	// half a CPU), "max PERIOD", "QUOTA" or "max"; "" = unset.
+	CPUMax string `json:"cpu_max,omitempty"`
 }
 
 // RlimitInfinity is the value of an "unlimited" resource limit
@@ -167,7 +185,7 @@ type rootPath struct{}
 func (rootPath) String() string { return "decision" }
 
 // decisionKeys lists the keys of a decision document, for error messages.
-const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
+const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
@@ -197,6 +215,8 @@ func DecodeDecision(v ast.Value) (Decision, error) {
 			d.Rlimits, err = decodeRlimits(w, val)
 		case "landlock":
 			d.Landlock, err = decodeLandlock(w, val)
+		case "cgroup":
+			d.Cgroup, err = decodeCgroup(w, val)
 		case "timeout":
 			d.Timeout, err = decodeDuration(w, val)
 		case "kill_timeout":
@@ -499,6 +519,62 @@ func decodeLandlock(w at, v ast.Value) (*Landlock, error) {
 	return &l, nil
 }
 
+func decodeCgroup(w at, v ast.Value) (*Cgroup, error) {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return nil, wantGot(w, "an object", v)
+	}
+	var c Cgroup
+	err := eachKey(w, obj, func(key string, w at, val ast.Value) (err error) {
+		var u uint64
+		switch key {
+		case "memory_max":
+			u, err = decodeUint(w, val, 1, math.MaxInt64)
+			c.MemoryMax = int64(u)
+		case "memory_swap_max":
+			u, err = decodeUint(w, val, 0, math.MaxInt64)
+			n := int64(u)
+			c.MemorySwapMax = &n
+		case "pids_max":
+			u, err = decodeUint(w, val, 1, math.MaxInt64)
+			c.PidsMax = int64(u)
+		case "cpu_max":
+			c.CPUMax, err = decodeCPUMax(w, val)
+		default:
+			return decodeErr(w, "unknown key (known: memory_max, memory_swap_max, pids_max, cpu_max)")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// decodeCPUMax checks a cpu.max value the way the kernel takes it: a
+// quota of "max" or at least 1000 µs, and a period from 1000 to 1000000
+// µs. It is returned with single spaces.
+func decodeCPUMax(w at, v ast.Value) (string, error) {
+	s, ok := v.(ast.String)
+	if !ok {
+		return "", wantGot(w, `a string like "50000 100000"`, v)
+	}
+	f := strings.Fields(string(s))
+	bad := len(f) < 1 || len(f) > 2
+	if !bad && f[0] != "max" {
+		q, err := strconv.ParseInt(f[0], 10, 64)
+		bad = err != nil || q < 1000
+	}
+	if !bad && len(f) == 2 {
+		p, err := strconv.ParseInt(f[1], 10, 64)
+		bad = err != nil || p < 1000 || p > 1000000
+	}
+	if bad {
+		return "", decodeErr(w, `want "QUOTA PERIOD" in microseconds (quota "max" or >= 1000, period 1000 to 1000000), e.g. "50000 100000", got %q`, string(s))
+	}
+	return strings.Join(f, " "), nil
+}
+
 func decodeEnv(w at, v ast.Value) (map[string]string, error) {
 	obj, ok := v.(ast.Object)
 	if !ok {
@@ -534,6 +610,7 @@ type decisionJSON struct {
 	RunAs          *runAsJSON         `json:"run_as,omitempty"`
 	Rlimits        map[string]any     `json:"rlimits,omitempty"`
 	Landlock       *landlockJSON      `json:"landlock,omitempty"`
+	Cgroup         *Cgroup            `json:"cgroup,omitempty"`
 	Timeout        string             `json:"timeout,omitempty"`
 	KillTimeout    string             `json:"kill_timeout,omitempty"`
 	Env            *map[string]string `json:"env,omitempty"`
@@ -579,7 +656,7 @@ func emptyIfNil(s []string) []string {
 // plus "revision", "eval_duration" and "error". Unset fields are omitted.
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
-		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd,
+		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
 		Revision: d.Revision,
 	}

@@ -249,6 +249,18 @@ var badDecisions = []struct {
 	{"port zero", `{"allow": true, "landlock": {"connect_tcp": [0]}}`, "decision.landlock.connect_tcp[0]"},
 	{"port too big", `{"allow": true, "landlock": {"bind_tcp": [443, 65536]}}`, "decision.landlock.bind_tcp[1]"},
 	{"port string", `{"allow": true, "landlock": {"connect_tcp": ["443"]}}`, "decision.landlock.connect_tcp[0]"},
+	{"cgroup not object", `{"allow": true, "cgroup": 64}`, "decision.cgroup"},
+	{"cgroup unknown key", `{"allow": true, "cgroup": {"memory_high": 1}}`, "decision.cgroup.memory_high"},
+	{"cgroup memory_max zero", `{"allow": true, "cgroup": {"memory_max": 0}}`, "decision.cgroup.memory_max"},
+	{"cgroup memory_max string", `{"allow": true, "cgroup": {"memory_max": "256M"}}`, "decision.cgroup.memory_max"},
+	{"cgroup memory_swap_max negative", `{"allow": true, "cgroup": {"memory_swap_max": -1}}`, "decision.cgroup.memory_swap_max"},
+	{"cgroup pids_max zero", `{"allow": true, "cgroup": {"pids_max": 0}}`, "decision.cgroup.pids_max"},
+	{"cgroup pids_max fraction", `{"allow": true, "cgroup": {"pids_max": 1.5}}`, "decision.cgroup.pids_max"},
+	{"cgroup cpu_max number", `{"allow": true, "cgroup": {"cpu_max": 50000}}`, "decision.cgroup.cpu_max"},
+	{"cgroup cpu_max bad", `{"allow": true, "cgroup": {"cpu_max": "half"}}`, "decision.cgroup.cpu_max"},
+	{"cgroup cpu_max small quota", `{"allow": true, "cgroup": {"cpu_max": "999 100000"}}`, "decision.cgroup.cpu_max"},
+	{"cgroup cpu_max long period", `{"allow": true, "cgroup": {"cpu_max": "max 1000001"}}`, "decision.cgroup.cpu_max"},
+	{"cgroup cpu_max three fields", `{"allow": true, "cgroup": {"cpu_max": "1000 1000 1"}}`, "decision.cgroup.cpu_max"},
 	{"timeout number", `{"allow": true, "timeout": 30}`, "decision.timeout"},
 	{"timeout bad", `{"allow": true, "timeout": "30 seconds"}`, "decision.timeout"},
 	{"kill_timeout negative", `{"allow": true, "kill_timeout": "-1s"}`, "decision.kill_timeout"},
@@ -302,7 +314,7 @@ func TestEvaluateBadDecisionDenies(t *testing.T) {
 			if !strings.Contains(d.Err.Error(), tt.path+":") {
 				t.Errorf("error %q does not name %q", d.Err, tt.path)
 			}
-			if d.Message != "policy error" || d.RunAs != nil || d.Rlimits != nil || d.Landlock != nil || d.Env != nil {
+			if d.Message != "policy error" || d.RunAs != nil || d.Rlimits != nil || d.Landlock != nil || d.Cgroup != nil || d.Env != nil {
 				t.Errorf("deny carries policy fields: %+v", d)
 			}
 			if d.Revision != e.Revision() || d.EvalDuration <= 0 {
@@ -318,6 +330,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 		"run_as": {"user": "nobody", "group": 65534, "groups": [4, "adm"]},
 		"rlimits": {"cpu": 10, "as": 5e2, "nofile": 64.0, "core": "unlimited"},
 		"landlock": {"ro": ["/usr/", "//lib"], "rw": [], "connect_tcp": [443]},
+		"cgroup": {"memory_max": 268435456, "memory_swap_max": 0, "pids_max": 64, "cpu_max": " 50000  100000"},
 		"timeout": "1m30s", "kill_timeout": "500ms",
 		"env": {"PATH": "/bin", "EMPTY": ""}, "cwd": "/srv/www/", "umask": "027",
 		"max_output_bytes": 1048576, "max_stdin_bytes": 0
@@ -327,11 +340,13 @@ func TestDecodeDecisionFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	umask := uint32(0o27)
+	swap := int64(0)
 	want := Decision{
 		Allow: true, Message: "m", Reasons: []string{"a", "b"},
 		RunAs:    &RunAs{User: "nobody", Group: "65534", Groups: []string{"4", "adm"}},
 		Rlimits:  map[string]uint64{"cpu": 10, "as": 500, "nofile": 64, "core": RlimitInfinity},
 		Landlock: &Landlock{RO: []string{"/usr", "/lib"}, RW: []string{}, ConnectTCP: []int{443}},
+		Cgroup:   &Cgroup{MemoryMax: 256 << 20, MemorySwapMax: &swap, PidsMax: 64, CPUMax: "50000 100000"},
 		Timeout:  90 * time.Second, KillTimeout: 500 * time.Millisecond,
 		Env: map[string]string{"PATH": "/bin", "EMPTY": ""}, Cwd: "/srv/www", Umask: &umask,
 		MaxOutputBytes: 1 << 20,
@@ -349,6 +364,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 	}
 	const wantJSON = `{"allow":true,"message":"m","reasons":["a","b"],"run_as":{"user":"nobody","group":"65534","groups":["4","adm"]},` +
 		`"rlimits":{"as":500,"core":"unlimited","cpu":10,"nofile":64},"landlock":{"ro":["/usr","/lib"],"rw":[],"connect_tcp":[443]},` +
+		`"cgroup":{"memory_max":268435456,"memory_swap_max":0,"pids_max":64,"cpu_max":"50000 100000"},` +
 		`"timeout":"1m30s","kill_timeout":"500ms","env":{"EMPTY":"","PATH":"/bin"},"cwd":"/srv/www","umask":"0027","max_output_bytes":1048576}`
 	if string(b) != wantJSON {
 		t.Errorf("JSON:\n got %s\nwant %s", b, wantJSON)
@@ -658,5 +674,26 @@ func TestResolveExe(t *testing.T) {
 	}
 	if _, err := exec.LookPath("sw-prog"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An empty cgroup object is kept (a cgroup is asked for, without limits);
+// an absent one stays nil.
+func TestDecodeDecisionCgroup(t *testing.T) {
+	for doc, want := range map[string]*Cgroup{
+		`{"allow": true}`:                                               nil,
+		`{"allow": true, "cgroup": {}}`:                                 {},
+		`{"allow": true, "cgroup": {"cpu_max": "max"}}`:                 {CPUMax: "max"},
+		`{"allow": true, "cgroup": {"cpu_max": "max 100000"}}`:          {CPUMax: "max 100000"},
+		`{"allow": true, "cgroup": {"pids_max": 1, "memory_max": 1e9}}`: {PidsMax: 1, MemoryMax: 1e9},
+	} {
+		d, err := DecodeDecision(ast.MustParseTerm(doc).Value)
+		if err != nil {
+			t.Errorf("%s: %v", doc, err)
+			continue
+		}
+		if !reflect.DeepEqual(d.Cgroup, want) {
+			t.Errorf("%s: cgroup %+v, want %+v", doc, d.Cgroup, want)
+		}
 	}
 }

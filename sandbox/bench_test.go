@@ -18,7 +18,9 @@ import (
 //
 // BenchmarkSpawn runs 8 spawners (SetParallelism(4) x GOMAXPROCS 2) of
 // /bin/true with three pipes; BenchmarkSpawnLatency runs one at a time
-// and reports the median.
+// and reports the median. The -cgroup cases give every spawn a cgroup of
+// its own (the default where cgroup v2 is available), the others run
+// with cgroups disabled.
 
 var benchLimits = []Rlimit{
 	{Resource: unix.RLIMIT_NOFILE, Cur: 256, Max: 256},
@@ -96,23 +98,43 @@ func spawnSandbox(spec *Spec) error {
 type benchCase struct {
 	name  string
 	spawn func(b *testing.B) func() error
+	// cgroup: each spawn gets a cgroup of its own (created and removed);
+	// the other cases run with cgroups disabled, as before.
+	cgroup bool
+}
+
+// benchCgroups sets the cgroup configuration for one case.
+func benchCgroups(b *testing.B, on bool) {
+	if on {
+		needCgroups(b)
+		return
+	}
+	withCgroups(b, CgroupOptions{Disabled: true})
 }
 
 var benchCases = []benchCase{
-	{"bare-osexec", func(*testing.B) func() error { return spawnOSExec }},
+	{"bare-osexec", func(*testing.B) func() error { return spawnOSExec }, false},
 	{"sandbox-minimal", func(*testing.B) func() error {
 		spec := &Spec{Path: "/bin/true", Args: []string{"true"}}
 		return func() error { return spawnSandbox(spec) }
-	}},
+	}, false},
+	{"sandbox-minimal-cgroup", func(*testing.B) func() error {
+		spec := &Spec{Path: "/bin/true", Args: []string{"true"}}
+		return func() error { return spawnSandbox(spec) }
+	}, true},
 	{"sandbox-full", func(b *testing.B) func() error {
 		spec := fullSpec(b)
 		return func() error { return spawnSandbox(spec) }
-	}},
+	}, false},
+	{"sandbox-full-cgroup", func(b *testing.B) func() error {
+		spec := fullSpec(b)
+		return func() error { return spawnSandbox(spec) }
+	}, true},
 	{"sandbox-full-no-rlimits", func(b *testing.B) func() error {
 		spec := fullSpec(b)
 		spec.Rlimits = nil
 		return func() error { return spawnSandbox(spec) }
-	}},
+	}, false},
 	// Ablations: full without the MPTCP seccomp filter (TCP left alone),
 	// and the part of full that runs on a reused thread (no Landlock,
 	// no_new_privs nor umask, so no thread per spawn).
@@ -120,21 +142,22 @@ var benchCases = []benchCase{
 		spec := fullSpec(b)
 		spec.Landlock.ConnectTCP, spec.Landlock.UnrestrictedTCP = nil, true
 		return func() error { return spawnSandbox(spec) }
-	}},
+	}, false},
 	{"sandbox-creds-rlimits", func(b *testing.B) func() error {
 		spec := fullSpec(b)
 		spec.Landlock, spec.NoNewPrivs, spec.Umask = nil, false, nil
 		return func() error { return spawnSandbox(spec) }
-	}},
+	}, false},
 	{"candidate-c-helper", func(b *testing.B) func() error {
 		spec := cHelperSpec(b)
 		return func() error { return spawnSandbox(spec) }
-	}},
+	}, false},
 }
 
 func BenchmarkSpawn(b *testing.B) {
 	for _, bc := range benchCases {
 		b.Run(bc.name, func(b *testing.B) {
+			benchCgroups(b, bc.cgroup)
 			f := bc.spawn(b)
 			if err := f(); err != nil {
 				b.Fatal(err)
@@ -157,6 +180,7 @@ func BenchmarkSpawn(b *testing.B) {
 func BenchmarkSpawnLatency(b *testing.B) {
 	for _, bc := range benchCases {
 		b.Run(bc.name, func(b *testing.B) {
+			benchCgroups(b, bc.cgroup)
 			f := bc.spawn(b)
 			if err := f(); err != nil {
 				b.Fatal(err)

@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -46,4 +47,39 @@ func ExampleStart() {
 	}
 	fmt.Printf("%s (exit %d)\n", strings.TrimSpace(string(out)), st.ExitCode)
 	// Output: hello from the sandbox (exit 0)
+}
+
+// A server sets up per-request cgroups once, at start-up, and logs what
+// it got; each child then runs in a cgroup of its own, here with limits
+// that a host without the memory and pids controllers cannot enforce
+// (Start then fails with a *CgroupUnsupportedError: set BestEffort to
+// run anyway). Kill reaches every process of the cgroup, and Wait
+// reports what the cgroup saw.
+func ExampleConfigureCgroups() {
+	report, err := sandbox.ConfigureCgroups(sandbox.CgroupOptions{}) // <own cgroup>/sockwarden
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Print(report) // e.g. "per-request cgroups under /sys/fs/cgroup/system.slice/sockwarden.service/sockwarden (controllers: cpu, memory, pids)"
+
+	p, err := sandbox.Start(&sandbox.Spec{
+		Path:   "/bin/sh",
+		Args:   []string{"sh", "-c", "setsid sleep 60 & echo started"},
+		Cgroup: &sandbox.CgroupSpec{MemoryMax: 256 << 20, PidsMax: 64},
+	})
+	var unsupported *sandbox.CgroupUnsupportedError
+	if errors.As(err, &unsupported) {
+		log.Fatalf("this host cannot enforce %v: %s", unsupported.Missing, unsupported.Reason)
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	p.Stdin.Close()
+	io.Copy(io.Discard, p.Stdout)
+	io.Copy(io.Discard, p.Stderr)
+	st, err := p.Wait() // also kills the setsid sleep, which left the process group
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("exit %d, %d left behind and killed, peak memory %d bytes\n",
+		st.ExitCode, st.Cgroup.Killed, st.Cgroup.MemoryPeak)
 }

@@ -52,6 +52,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building testprog: %v\n%s", err, out)
 		return 1
 	}
+	defer setupTestCgroups()()
 	return m.Run()
 }
 

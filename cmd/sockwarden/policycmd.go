@@ -61,8 +61,8 @@ func (f *policyIDFlag) Set(s string) error {
 const checkUsage = `Usage: sockwarden check [-p PATH]... [--uid N] [--gid N] [--pid N] [--socket PATH] [--query Q] [--timeout D] [--json] -- argv...
 
 Print the decision the policy makes for a request, as indented JSON: allow,
-message, reasons, run_as, rlimits, landlock, timeout, kill_timeout, env, cwd,
-umask, max_output_bytes, max_stdin_bytes, revision, eval_duration, and error
+message, reasons, run_as, rlimits, landlock, cgroup, timeout, kill_timeout, env,
+cwd, umask, max_output_bytes, max_stdin_bytes, revision, eval_duration, and error
 when the deny is due to a policy error.
 
 argv[0] is resolved on this process's PATH the way the server resolves it;

@@ -58,6 +58,17 @@ func main() {
 	case "spin":
 		for {
 		}
+	case "alloc": // alloc MIB: allocate and touch MIB mebibytes
+		n, _ := strconv.Atoi(arg(2))
+		var keep [][]byte
+		for i := 0; i < n; i++ {
+			b := make([]byte, 1<<20)
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Println("ok", len(keep))
 	case "fds": // the descriptors open at start, read without opening one
 		var names []string
 		for fd := 0; fd < 1024; fd++ {
