@@ -86,6 +86,17 @@ type Sandbox struct {
 	// cannot fully enforce, with what it can (audited as such), instead of
 	// denying it.
 	LandlockBestEffort bool `toml:"landlock_best_effort"`
+	// Cgroups gives every request its own cgroup v2 (when the host has
+	// one), so that a kill reaches every descendant, setsid or not.
+	Cgroups bool `toml:"cgroups"`
+	// CgroupParent is where the request cgroups are created: a path under
+	// the cgroup v2 mount, absolute ("/system.slice/x") or relative to the
+	// server's own cgroup; empty means "<server's cgroup>/sockwarden".
+	CgroupParent string `toml:"cgroup_parent"`
+	// CgroupBestEffort runs a request whose cgroup limits this host cannot
+	// enforce (controller not delegated) without them, audited as such,
+	// instead of denying it.
+	CgroupBestEffort bool `toml:"cgroup_best_effort"`
 	// MaxOutputBytes caps stdout plus stderr; 0 means no cap.
 	MaxOutputBytes int64 `toml:"max_output_bytes"`
 	// MaxStdinBytes caps the stdin forwarded; 0 means no cap.

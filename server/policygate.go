@@ -37,6 +37,9 @@ type SandboxDefaults struct {
 	// cannot fully enforce with what it can (the exec.start record says
 	// so) instead of denying it.
 	LandlockBestEffort bool
+	// CgroupBestEffort runs a request whose cgroup limits the host cannot
+	// enforce without them instead of denying it.
+	CgroupBestEffort bool
 	// Timeout, KillTimeout and the caps apply when the decision has none.
 	Timeout, KillTimeout          time.Duration
 	MaxOutputBytes, MaxStdinBytes int64
@@ -175,6 +178,18 @@ func (g *PolicyGate) sandbox(d *policy.Decision, v *Verdict) error {
 		}
 		spec.Landlock = ll
 		spec.NoNewPrivs = true
+	}
+
+	// Cgroup limits. Without them the request still gets its own cgroup
+	// where the host has cgroup v2.
+	if c := d.Cgroup; c != nil {
+		spec.Cgroup = &sandbox.CgroupSpec{
+			MemoryMax:     c.MemoryMax,
+			MemorySwapMax: c.MemorySwapMax,
+			PidsMax:       c.PidsMax,
+			CPUMax:        c.CPUMax,
+			BestEffort:    def.CgroupBestEffort,
+		}
 	}
 
 	// Environment, directory, umask.

@@ -234,6 +234,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer trail.Close()
 	}
 
+	cg, err := sandbox.ConfigureCgroups(sandbox.CgroupOptions{Disabled: !cfg.Sandbox.Cgroups, Parent: cfg.Sandbox.CgroupParent})
+	if err != nil {
+		log.Error("cannot start: cgroups", "err", err)
+		return 1
+	}
 	engine, err := loadPolicy(cfg.Policy)
 	if err != nil {
 		log.Error("cannot start: policy", "err", err)
@@ -292,12 +297,24 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		"max_conns", sc.MaxConns, "backlog", sc.Backlog, "timeout", sc.Timeout.String(), "kill_timeout", sc.KillTimeout.String(),
 		"policy", engine.Source(), "policy_revision", engine.Revision(), "landlock_abi", sandbox.LandlockABI(),
 		"audit", cfg.Audit.Sink)
+	if cg.Available {
+		log.Info("containment: a cgroup v2 per request", "parent", cg.Parent, "controllers", cg.Controllers)
+	} else {
+		log.Warn("containment: process groups only (a program that calls setsid escapes kills)", "reason", cg.Reason)
+	}
 	if len(cfg.Policy.Paths) == 0 {
 		log.Info("no policy configured: the embedded default policy admits only callers with the server's uid, sandboxed (see sockwarden check)")
 	}
 
 	if trail != nil {
-		if err := trail.ServerStart(serverEvent(sc.Socket, "sockwarden started")); err != nil && cfg.Audit.OnFailure != "continue" {
+		ev := serverEvent(sc.Socket, "sockwarden started")
+		ev.Details = map[string]any{
+			"policy":          engine.Source(),
+			"policy_revision": engine.Revision(),
+			"containment":     cg.String(),
+			"max_connections": sc.MaxConns,
+		}
+		if err := trail.ServerStart(ev); err != nil && cfg.Audit.OnFailure != "continue" {
 			log.Error("cannot start: the audit log cannot be written", "err", err)
 			return 1
 		}
@@ -440,6 +457,7 @@ func sandboxDefaults(c *config.Config) server.SandboxDefaults {
 		Umask:              &umask,
 		Rlimits:            c.Sandbox.Rlimits,
 		LandlockBestEffort: c.Sandbox.LandlockBestEffort,
+		CgroupBestEffort:   c.Sandbox.CgroupBestEffort,
 		MaxOutputBytes:     c.Sandbox.MaxOutputBytes,
 		MaxStdinBytes:      c.Sandbox.MaxStdinBytes,
 	}
