@@ -147,9 +147,10 @@ func Default() *Config {
 			EvalTimeout: Duration(time.Second),
 		},
 		Sandbox: Sandbox{
-			Env:   map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
-			Cwd:   "/",
-			Umask: 0o077,
+			Env:     map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
+			Cwd:     "/",
+			Umask:   0o077,
+			Cgroups: true,
 			// No caps by default, as with sockexec: memory is bounded by
 			// backpressure whatever the size; policies set caps per tool.
 		},

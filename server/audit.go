@@ -178,6 +178,17 @@ func (cn *conn) recordExit(proc *sandbox.Process, st *sandbox.State) {
 		SystemCPU:       time.Duration(st.Rusage.Stime.Nano()),
 		MaxRSS:          st.Rusage.Maxrss * 1024,
 	}
+	if c := st.Cgroup; c.Path != "" {
+		e.Cgroup = &audit.ExitCgroup{
+			Path:       c.Path,
+			Killed:     c.Killed,
+			OOMKills:   c.OOMKills,
+			MemoryPeak: c.MemoryPeak,
+			PidsPeak:   c.PidsPeak,
+			CPU:        c.CPU,
+			Lingering:  c.Lingering,
+		}
+	}
 	cn.audited(audit.ActionExit, a.Exit(e))
 }
 
