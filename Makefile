@@ -10,7 +10,7 @@ build:
 	$(GO) build -o bin/sockwarden ./cmd/sockwarden
 
 # Everything CI checks, in order of cost.
-test: fmt vet policy race fuzz
+test: fmt vet policy race fuzz load
 
 # The example policy's Rego unit tests, as a policy repository's CI runs them.
 policy:
@@ -38,6 +38,13 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 5 ./netstring ./policy ./audit ./server | tee bench-go.txt
 	$(GO) build -o bin/sockwarden ./cmd/sockwarden
 	scripts/bench.sh bin/sockwarden
+
+# Load and leak tests (cmd/sockwarden/load_test.go, skipped by `race`):
+# 20,000 requests at concurrency 64, 2,000 held connections, a burst of
+# 500 connections against -m 50; the server's fds, threads and memory
+# before and after. About a minute; -v prints the figures.
+load:
+	SOCKWARDEN_LOAD=1 $(GO) test -count=1 -timeout 10m -run '^TestLoad' -v ./cmd/sockwarden
 
 clean:
 	rm -rf bin

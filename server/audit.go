@@ -74,8 +74,25 @@ func (cn *conn) recordDecision(req *Request, v *Verdict) error {
 
 func (cn *conn) recordStartError(spec *sandbox.Spec, err error) {
 	if a := cn.s.cfg.Audit; a != nil {
-		cn.audited(audit.ActionStart, a.Start(audit.Start{RequestID: cn.id, Exe: spec.Path, Dir: spec.Dir, Error: err.Error()}))
+		st := audit.Start{RequestID: cn.id, Exe: spec.Path, Dir: spec.Dir, RunAs: cn.runAs(spec), Error: err.Error()}
+		cn.audited(audit.ActionStart, a.Start(st))
 	}
+}
+
+// runAs is the identity spec runs the program as.
+func (cn *conn) runAs(spec *sandbox.Spec) audit.RunAs {
+	var r audit.RunAs
+	if c := spec.Credential; c != nil {
+		r = audit.RunAs{UID: c.UID, GID: c.GID}
+		for _, g := range c.Groups {
+			r.Groups = append(r.Groups, audit.Group{ID: g, Name: cn.s.names.group(g)})
+		}
+	} else {
+		r = audit.RunAs{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	}
+	r.User = cn.s.names.user(r.UID)
+	r.Group = cn.s.names.group(r.GID)
+	return r
 }
 
 func (cn *conn) recordStart(spec *sandbox.Spec, proc *sandbox.Process, v *Verdict) error {
@@ -94,16 +111,7 @@ func (cn *conn) recordStart(spec *sandbox.Spec, proc *sandbox.Process, v *Verdic
 	if st.Dir == "" {
 		st.Dir = "/"
 	}
-	if c := spec.Credential; c != nil {
-		st.RunAs = audit.RunAs{UID: c.UID, GID: c.GID}
-		for _, g := range c.Groups {
-			st.RunAs.Groups = append(st.RunAs.Groups, audit.Group{ID: g, Name: cn.s.names.group(g)})
-		}
-	} else {
-		st.RunAs = audit.RunAs{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
-	}
-	st.RunAs.User = cn.s.names.user(st.RunAs.UID)
-	st.RunAs.Group = cn.s.names.group(st.RunAs.GID)
+	st.RunAs = cn.runAs(spec)
 	if l := spec.Landlock; l != nil {
 		st.Landlock = &audit.Landlock{
 			ABI:        proc.Landlock.ABI,

@@ -92,6 +92,7 @@ type conn struct {
 	stderr     streamStats
 	stdinBytes atomic.Int64 // forwarded to the child
 	stdinTrunc atomic.Bool
+	released   atomic.Bool // the connection's slot was given back
 }
 
 // streamStats counts one output stream for the audit trail.
@@ -121,6 +122,7 @@ func (cn *conn) info() ConnInfo {
 // serve runs one connection from accept to close.
 func (cn *conn) serve(ctx context.Context) {
 	defer cn.c.Close()
+	defer cn.release()
 	defer cn.s.served.Add(1)
 	cfg := &cn.s.cfg
 
@@ -185,6 +187,11 @@ func (cn *conn) serve(ctx context.Context) {
 	}
 	if lookErr != nil {
 		cn.log.Info("program not found", "argv0", argv[0], "err", lookErr)
+		// An allowed request that does not run says so in the trail, as
+		// a spawn failure does.
+		spec := v.Spec
+		spec.Path = exe
+		cn.recordStartError(&spec, lookErr)
 		cn.replyNotRun(br, fmt.Sprintf("sockwarden: %q: %v\n", argv[0], lookErr), StatusNotFound)
 		return
 	}
@@ -352,14 +359,38 @@ func (cn *conn) replyNotRun(br *bufio.Reader, line string, status int) {
 	cn.linger(func() { io.Copy(io.Discard, br) })
 }
 
+// release gives the connection's slot (of MaxConns) back, once.
+func (cn *conn) release() {
+	if cn.released.CompareAndSwap(false, true) {
+		cn.s.active.Add(-1)
+	}
+}
+
 // linger half-closes the connection and runs drain (which reads until
 // the client closes) for at most Linger, so the client reads a clean end
 // of stream instead of a reset caused by unread input.
+//
+// The request is over: its slot goes to the next client now, not when
+// this client gets round to closing (a busy client, or a busy server
+// slow to notice the close, would otherwise have finished connections
+// turn new ones away). While more than MaxConns connections linger, a
+// new one only takes what has already arrived (overflowLinger), so
+// lingering costs at most about MaxConns connections at a time.
 func (cn *conn) linger(drain func()) {
 	cn.c.CloseWrite()
-	cn.c.SetReadDeadline(time.Now().Add(cn.s.cfg.Linger))
+	cn.release()
+	d := cn.s.cfg.Linger
+	if cn.s.lingering.Add(1) > int64(cn.s.cfg.MaxConns) {
+		d = overflowLinger
+	}
+	defer cn.s.lingering.Add(-1)
+	cn.c.SetReadDeadline(time.Now().Add(d))
 	drain()
 }
+
+// overflowLinger is the linger of a connection while MaxConns others
+// linger.
+const overflowLinger = 10 * time.Millisecond
 
 func appendExitCode(b []byte, status int) []byte {
 	b = netstring.AppendString(b, "exitcode")
@@ -397,6 +428,7 @@ func (cn *conn) run(ctx context.Context, proc *sandbox.Process, dec *netstring.D
 	}
 	exited := make(chan waited, 1)
 	go func() {
+		awaitExit(proc.Pid)
 		st, err := proc.Wait()
 		exited <- waited{st, err}
 	}()
@@ -494,6 +526,33 @@ wait:
 	if !stdinFinished {
 		cn.linger(func() { <-stdinDone })
 	}
+}
+
+// awaitExit returns once the child pid (started, not yet reaped) has
+// exited. It waits in the runtime's poller on a pidfd, not in a blocking
+// waitid(2): a goroutine blocked in a system call holds an OS thread, and
+// the Go runtime keeps every thread it ever started, so N programs
+// running at once would leave N idle threads behind for the life of the
+// server. Without pidfds it returns at once, and the caller's Wait
+// blocks as before.
+func awaitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	// A pidfd is readable once its process has exited; read(2) of it is
+	// not defined, so look with poll(2) and let the poller wait.
+	raw.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return n > 0 || (err != nil && err != unix.EINTR)
+	})
 }
 
 // pumpStdin forwards the client's stdin netstrings to the child until the
@@ -708,6 +767,8 @@ type killer struct {
 	log       *slog.Logger
 	reason    string
 	timer     *time.Timer
+	fired     chan struct{} // closed when the escalation has run
+	stopped   bool
 	escalated atomic.Bool
 }
 
@@ -722,7 +783,9 @@ func (k *killer) kill(reason string) {
 		k.log.Error("kill", "err", err)
 	}
 	k.cn.recordKill(k.proc, reason, "TERM", false, err)
+	k.fired = make(chan struct{})
 	k.timer = time.AfterFunc(k.timeout, func() {
+		defer close(k.fired)
 		k.escalated.Store(true)
 		k.log.Info("child outlived the kill timeout; escalating", "reason", reason, "pid", k.proc.Pid, "signal", "KILL")
 		err := k.proc.Signal(syscall.SIGKILL)
@@ -733,9 +796,14 @@ func (k *killer) kill(reason string) {
 	})
 }
 
+// stop cancels the escalation; if it has already begun, stop waits for it
+// to finish, so that its exec.kill record comes before the exit record.
 func (k *killer) stop() {
-	if k.timer != nil {
-		k.timer.Stop()
+	if k.timer != nil && !k.stopped {
+		k.stopped = true
+		if !k.timer.Stop() {
+			<-k.fired
+		}
 	}
 }
 

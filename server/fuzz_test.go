@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -31,6 +32,23 @@ func (harmless) Authorize(_ context.Context, req *Request) (*Verdict, error) {
 var (
 	fuzzOnce sync.Once
 	fuzzSock string
+	fuzzSrv  *Server
+	// fuzzBase is what the process holds once the shared server has
+	// served its first input: the descriptors and goroutines that every
+	// later input must give back.
+	fuzzBase struct {
+		set            bool
+		fds, routines  int
+		maxFDs, maxGRs int
+	}
+)
+
+// Slack over the baseline: the sandbox keeps a few spawning threads
+// (each a parked goroutine) ready, and the runtime's own goroutines come
+// and go.
+const (
+	fuzzFDSlack = 4
+	fuzzGRSlack = 10
 )
 
 // fuzzServer is one server shared by all fuzz iterations of the process,
@@ -52,9 +70,36 @@ func fuzzServer(t testing.TB) string {
 			KillTimeout: 100 * time.Millisecond,
 			MaxConns:    1000,
 		})
+		fuzzSrv = s
 		go s.Serve(l)
 	})
 	return fuzzSock
+}
+
+// assertNoLeak waits until the shared server has finished every
+// connection and the process is back to its baseline of descriptors and
+// goroutines (within a small slack), and fails if that does not happen:
+// whatever the input, a finished connection must leave nothing behind.
+func assertNoLeak(t *testing.T, in []byte) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fds, grs := countFDs(t), runtime.NumGoroutine()
+		active := fuzzSrv.Stats().Active
+		if active == 0 && !fuzzBase.set {
+			fuzzBase.set, fuzzBase.fds, fuzzBase.routines = true, fds, grs
+		}
+		if active == 0 && fds <= fuzzBase.fds+fuzzFDSlack && grs <= fuzzBase.routines+fuzzGRSlack {
+			fuzzBase.maxFDs = max(fuzzBase.maxFDs, fds)
+			fuzzBase.maxGRs = max(fuzzBase.maxGRs, grs)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leak after %q: %d connections still active, %d fds (baseline %d), %d goroutines (baseline %d)",
+				in, active, fds, fuzzBase.fds, grs, fuzzBase.routines)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // FuzzConn sends arbitrary bytes as a client and then hangs up: whatever
@@ -75,6 +120,16 @@ func FuzzConn(f *testing.F) {
 		"1:1,3:cat,3:abc;",
 		"x",
 		"",
+		"123456789012345678901234567890:",
+		"1:2,4:echo,4294967296:",
+		"1:1,3:cat,4294967296:abc",
+		"1:2,4:echo,4:\xff\xfe\n\x00,0:,",
+		"1:1,6:./true,0:,",
+		"1:1,3:1e9,",
+		"1:2,4:echo,",
+		"1:3,3:cat,1:-,",
+		"1:1,3:cat,2:ab,2:cd,0:,2:ef,",
+		"01:1,",
 	} {
 		f.Add([]byte(s))
 	}
@@ -98,6 +153,9 @@ func FuzzConn(f *testing.F) {
 		if string(got) != string(encode("stdout", "ok\n", "exitcode", "0")) {
 			t.Fatalf("liveness after %q: %q", in, got)
 		}
+		// Nothing left behind: descriptors and goroutines stay bounded
+		// across iterations.
+		assertNoLeak(t, in)
 	})
 }
 

@@ -124,9 +124,10 @@ type Server struct {
 	conns    map[*conn]struct{}
 	wg       sync.WaitGroup // one per connection handler
 
-	active   atomic.Int64 // connections being served
-	rejected atomic.Int64 // connections closed over the limit
-	served   atomic.Int64 // requests completed
+	active    atomic.Int64 // connections being served
+	lingering atomic.Int64 // connections past their reply, draining late input
+	rejected  atomic.Int64 // connections closed over the limit
+	served    atomic.Int64 // requests completed
 }
 
 // New returns a server with the given configuration.
@@ -187,8 +188,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			defer s.active.Add(-1)
-			cn.serve(s.ctx)
+			cn.serve(s.ctx) // gives its slot back (cn.release) by the time it returns
 			s.mu.Lock()
 			delete(s.conns, cn)
 			s.mu.Unlock()
