@@ -37,39 +37,15 @@ func (l *lockedBuffer) Bytes() []byte {
 }
 
 // record is one decoded audit line.
-type record map[string]any
-
-// get walks a dotted path ("event.action") through nested objects.
-func (r record) get(path string) any {
-	var v any = map[string]any(r)
-	for _, k := range strings.Split(path, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[k]
-	}
-	return v
-}
-
-func (r record) str(path string) string {
-	s, _ := r.get(path).(string)
-	return s
-}
+type record = audittest.Record
 
 // records returns the audit records of one request, in order, after
 // checking every line of the trail against the published schema.
 func records(t *testing.T, trail *lockedBuffer, requestID string) []record {
 	t.Helper()
-	data := trail.Bytes()
-	audittest.ValidateLines(t, data)
 	var out []record
-	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
-		var r record
-		if err := json.Unmarshal(line, &r); err != nil {
-			t.Fatalf("bad line %q: %v", line, err)
-		}
-		if r.str("request_id") == requestID {
+	for _, r := range audittest.Parse(t, trail.Bytes()) {
+		if r.RequestID() == requestID {
 			out = append(out, r)
 		}
 	}
@@ -79,7 +55,7 @@ func records(t *testing.T, trail *lockedBuffer, requestID string) []record {
 func actions(rs []record) string {
 	var a []string
 	for _, r := range rs {
-		a = append(a, r.str("event.action"))
+		a = append(a, r.Str("event.action"))
 	}
 	return strings.Join(a, " ")
 }
@@ -106,13 +82,13 @@ func (as *auditedServer) waitRecords(t *testing.T, n int, last string) []record 
 		var ids []string
 		for _, line := range bytes.Split(bytes.TrimSpace(as.trail.Bytes()), []byte("\n")) {
 			var r record
-			if json.Unmarshal(line, &r) == nil && r.str("request_id") != "" {
-				ids = append(ids, r.str("request_id"))
+			if json.Unmarshal(line, &r) == nil && r.Str("request_id") != "" {
+				ids = append(ids, r.Str("request_id"))
 			}
 		}
 		if len(ids) > 0 {
 			rs := records(t, as.trail, ids[len(ids)-1])
-			if len(rs) >= n && (last == "" || rs[len(rs)-1].str("event.action") == last) {
+			if len(rs) >= n && (last == "" || rs[len(rs)-1].Str("event.action") == last) {
 				return rs
 			}
 		}
@@ -138,17 +114,17 @@ func TestAuditSequences(t *testing.T) {
 			want: "exec.decision exec.start exec.exit", records: 3,
 			check: func(t *testing.T, rs []record) {
 				d, st, ex := rs[0], rs[1], rs[2]
-				if d.get("sockwarden.decision.allow") != true || d.str("process.executable") != "/usr/bin/echo" ||
-					d.str("client.user.id") != "0" || d.get("event.outcome") != "success" {
+				if d.Get("sockwarden.decision.allow") != true || d.Str("process.executable") != "/usr/bin/echo" ||
+					d.Str("client.user.id") != "0" || d.Get("event.outcome") != "success" {
 					t.Errorf("decision %v", d)
 				}
-				if args, _ := d.get("process.args").([]any); len(args) != 2 || args[1] != "hi" {
-					t.Errorf("process.args %v", d.get("process.args"))
+				if args, _ := d.Get("process.args").([]any); len(args) != 2 || args[1] != "hi" {
+					t.Errorf("process.args %v", d.Get("process.args"))
 				}
-				if st.get("process.pid") == nil || st.get("process.pid") != st.get("process.pgid") {
+				if st.Get("process.pid") == nil || st.Get("process.pid") != st.Get("process.pgid") {
 					t.Errorf("start %v", st)
 				}
-				if ex.get("process.exit_code") != float64(0) || ex.get("sockwarden.exit.bytes.stdout") != float64(3) {
+				if ex.Get("process.exit_code") != float64(0) || ex.Get("sockwarden.exit.bytes.stdout") != float64(3) {
 					t.Errorf("exit %v", ex)
 				}
 			},
@@ -157,7 +133,7 @@ func TestAuditSequences(t *testing.T) {
 			name: "denied", cfg: Config{Authorizer: denyAll{}}, send: encode("1", "true", ""),
 			want: "exec.decision", records: 1,
 			check: func(t *testing.T, rs []record) {
-				if rs[0].get("sockwarden.decision.allow") != false || rs[0].str("event.outcome") != "failure" {
+				if rs[0].Get("sockwarden.decision.allow") != false || rs[0].Str("event.outcome") != "failure" {
 					t.Errorf("decision %v", rs[0])
 				}
 			},
@@ -168,10 +144,10 @@ func TestAuditSequences(t *testing.T) {
 			want: "exec.decision exec.start exec.kill exec.exit", records: 4,
 			check: func(t *testing.T, rs []record) {
 				k, ex := rs[2], rs[3]
-				if k.str("event.reason") != "timeout" || k.str("sockwarden.kill.signal") != "TERM" || k.get("sockwarden.kill.escalated") != false {
+				if k.Str("event.reason") != "timeout" || k.Str("sockwarden.kill.signal") != "TERM" || k.Get("sockwarden.kill.escalated") != false {
 					t.Errorf("kill %v", k)
 				}
-				if ex.str("sockwarden.exit.signal") != "TERM" || ex.get("process.exit_code") != nil {
+				if ex.Str("sockwarden.exit.signal") != "TERM" || ex.Get("process.exit_code") != nil {
 					t.Errorf("exit %v", ex)
 				}
 			},
@@ -182,10 +158,10 @@ func TestAuditSequences(t *testing.T) {
 			send: encode("3", "sh", "-c", "trap '' TERM; sleep 30", ""),
 			want: "exec.decision exec.start exec.kill exec.kill exec.exit", records: 5,
 			check: func(t *testing.T, rs []record) {
-				if k := rs[3]; k.str("sockwarden.kill.signal") != "KILL" || k.get("sockwarden.kill.escalated") != true || k.str("event.reason") != "timeout" {
+				if k := rs[3]; k.Str("sockwarden.kill.signal") != "KILL" || k.Get("sockwarden.kill.escalated") != true || k.Str("event.reason") != "timeout" {
 					t.Errorf("escalation %v", k)
 				}
-				if rs[4].str("sockwarden.exit.signal") != "KILL" {
+				if rs[4].Str("sockwarden.exit.signal") != "KILL" {
 					t.Errorf("exit %v", rs[4])
 				}
 			},
@@ -194,7 +170,7 @@ func TestAuditSequences(t *testing.T) {
 			name: "disconnected", cfg: Config{KillTimeout: time.Second}, send: encode("2", "sleep", "30"), hangup: true,
 			want: "exec.decision exec.start exec.kill exec.exit", records: 4,
 			check: func(t *testing.T, rs []record) {
-				if rs[2].str("event.reason") != "disconnect" {
+				if rs[2].Str("event.reason") != "disconnect" {
 					t.Errorf("kill %v", rs[2])
 				}
 			},
@@ -203,11 +179,11 @@ func TestAuditSequences(t *testing.T) {
 			name: "output capped", cfg: Config{Authorizer: capped{out: 5000}}, send: encode("2", "cat", "/dev/zero", ""),
 			want: "exec.decision exec.start exec.kill exec.exit", records: 4,
 			check: func(t *testing.T, rs []record) {
-				if rs[2].str("event.reason") != "output_limit" {
+				if rs[2].Str("event.reason") != "output_limit" {
 					t.Errorf("kill %v", rs[2])
 				}
 				ex := rs[3]
-				if ex.get("sockwarden.exit.truncated.stdout") != true || ex.get("sockwarden.exit.bytes.stdout") != float64(5000) {
+				if ex.Get("sockwarden.exit.truncated.stdout") != true || ex.Get("sockwarden.exit.bytes.stdout") != float64(5000) {
 					t.Errorf("exit %v", ex)
 				}
 			},
@@ -216,7 +192,7 @@ func TestAuditSequences(t *testing.T) {
 			name: "malformed", send: []byte("1:1,3:abc;"),
 			want: "protocol.error", records: 1,
 			check: func(t *testing.T, rs []record) {
-				if !strings.Contains(rs[0].str("error.message"), "syntax error") || rs[0].get("sockwarden.protocol.bytes_read") == nil {
+				if !strings.Contains(rs[0].Str("error.message"), "syntax error") || rs[0].Get("sockwarden.protocol.bytes_read") == nil {
 					t.Errorf("protocol error %v", rs[0])
 				}
 			},
@@ -225,7 +201,7 @@ func TestAuditSequences(t *testing.T) {
 			name: "malformed stdin", send: append(encode("3", "sh", "-c", "cat >/dev/null"), "3:abc;"...),
 			want: "exec.decision exec.start protocol.error exec.kill exec.exit", records: 5,
 			check: func(t *testing.T, rs []record) {
-				if rs[3].str("event.reason") != "protocol_error" {
+				if rs[3].Str("event.reason") != "protocol_error" {
 					t.Errorf("kill %v", rs[3])
 				}
 			},
@@ -234,7 +210,7 @@ func TestAuditSequences(t *testing.T) {
 			name: "killed by signal", send: encode("3", "sh", "-c", "kill -SEGV $$", ""),
 			want: "exec.decision exec.start exec.exit", records: 3,
 			check: func(t *testing.T, rs []record) {
-				if rs[2].str("sockwarden.exit.signal") != "SEGV" || rs[2].str("event.outcome") != "failure" {
+				if rs[2].Str("sockwarden.exit.signal") != "SEGV" || rs[2].Str("event.outcome") != "failure" {
 					t.Errorf("exit %v", rs[2])
 				}
 			},
@@ -243,7 +219,7 @@ func TestAuditSequences(t *testing.T) {
 			name: "not found", send: encode("1", "/no/such/program", ""),
 			want: "exec.decision exec.start", records: 2,
 			check: func(t *testing.T, rs []record) {
-				if !strings.Contains(rs[1].str("error.message"), "no such file") && !strings.Contains(rs[1].str("sockwarden.start.error"), "no such file") {
+				if !strings.Contains(rs[1].Str("error.message"), "no such file") && !strings.Contains(rs[1].Str("sockwarden.start.error"), "no such file") {
 					t.Logf("start failure record %v", rs[1])
 				}
 			},
@@ -270,7 +246,7 @@ func TestAuditSequences(t *testing.T) {
 				t.Fatalf("records %q, want %q", got, tt.want)
 			}
 			for _, r := range rs[1:] {
-				if r.str("request_id") != rs[0].str("request_id") {
+				if r.Str("request_id") != rs[0].Str("request_id") {
 					t.Errorf("request ids differ")
 				}
 			}

@@ -5,6 +5,7 @@ package audittest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -78,4 +79,71 @@ func ValidateLines(t testing.TB, data []byte) int {
 		n++
 	}
 	return n
+}
+
+// Record is one decoded audit record, for assertions on its fields.
+type Record map[string]any
+
+// Get walks a dotted path ("event.action") through the nested objects of
+// r and returns the value there, or nil.
+func (r Record) Get(path string) any {
+	var v any = map[string]any(r)
+	for _, k := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// Str returns the string at path, or "".
+func (r Record) Str(path string) string {
+	s, _ := r.Get(path).(string)
+	return s
+}
+
+// Num returns the number at path as an int64, or -1 when there is none.
+func (r Record) Num(path string) int64 {
+	f, ok := r.Get(path).(float64)
+	if !ok {
+		return -1
+	}
+	return int64(f)
+}
+
+// Action returns the record's event.action.
+func (r Record) Action() string { return r.Str("event.action") }
+
+// RequestID returns the record's request_id, or "".
+func (r Record) RequestID() string { return r.Str("request_id") }
+
+// Args returns process.args (of an exec.decision record).
+func (r Record) Args() []string {
+	a, _ := r.Get("process.args").([]any)
+	out := make([]string, len(a))
+	for i, x := range a {
+		out[i], _ = x.(string)
+	}
+	return out
+}
+
+// Parse validates every line of data (JSON Lines) against the schema and
+// returns the decoded records.
+func Parse(t testing.TB, data []byte) []Record {
+	t.Helper()
+	ValidateLines(t, data)
+	var out []Record
+	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("audit record %q: %v", line, err)
+		}
+		out = append(out, r)
+	}
+	return out
 }

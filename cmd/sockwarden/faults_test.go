@@ -55,13 +55,13 @@ func TestChildIgnoresTerm(t *testing.T) {
 				t.Fatalf("records %q:\n%s", got, dumpRecs(rs))
 			}
 			term, kill, exit := rs[2], rs[3], rs[4]
-			if term.str("event.reason") != tt.reason || term.str("sockwarden.kill.signal") != "TERM" || term.get("sockwarden.kill.escalated") != false {
+			if term.Str("event.reason") != tt.reason || term.Str("sockwarden.kill.signal") != "TERM" || term.Get("sockwarden.kill.escalated") != false {
 				t.Errorf("first kill %v", term)
 			}
-			if kill.str("event.reason") != tt.reason || kill.str("sockwarden.kill.signal") != "KILL" || kill.get("sockwarden.kill.escalated") != true {
+			if kill.Str("event.reason") != tt.reason || kill.Str("sockwarden.kill.signal") != "KILL" || kill.Get("sockwarden.kill.escalated") != true {
 				t.Errorf("second kill %v", kill)
 			}
-			if exit.str("sockwarden.exit.signal") != "KILL" {
+			if exit.Str("sockwarden.exit.signal") != "KILL" {
 				t.Errorf("exit %v", exit)
 			}
 			if el := time.Since(start); tt.reason == "disconnect" && el < 900*time.Millisecond {
@@ -86,8 +86,8 @@ func TestChildClosesStdoutEarly(t *testing.T) {
 		t.Errorf("reply after %v, before the child exited", el)
 	}
 	rs := tr.since(t, mark)
-	if actionsOf(rs) != "exec.decision exec.start exec.exit" || rs[2].num("process.exit_code") != 3 ||
-		rs[2].num("sockwarden.exit.bytes.stdout") != 6 || rs[2].num("sockwarden.exit.bytes.stderr") != 5 {
+	if actionsOf(rs) != "exec.decision exec.start exec.exit" || rs[2].Num("process.exit_code") != 3 ||
+		rs[2].Num("sockwarden.exit.bytes.stdout") != 6 || rs[2].Num("sockwarden.exit.bytes.stderr") != 5 {
 		t.Errorf("records:\n%s", dumpRecs(rs))
 	}
 }
@@ -225,8 +225,8 @@ func TestShutdownWithManyChildren(t *testing.T) {
 
 	rs := tr.all(t)
 	tr.verify(t)
-	if last := rs[len(rs)-1]; last.action() != audit.ActionServerStop {
-		t.Errorf("last record %s, want server.stop", last.action())
+	if last := rs[len(rs)-1]; last.Action() != audit.ActionServerStop {
+		t.Errorf("last record %s, want server.stop", last.Action())
 	}
 	reqs := requestsWithArgv(rs, groupScript(true)...)
 	for id, g := range requestsWithArgv(rs, groupScript(false)...) {
@@ -243,7 +243,7 @@ func TestShutdownWithManyChildren(t *testing.T) {
 			continue
 		}
 		for _, k := range withAction(g, audit.ActionKill) {
-			if k.str("event.reason") != "shutdown" {
+			if k.Str("event.reason") != "shutdown" {
 				t.Errorf("request %s: kill %v", id, k)
 			}
 		}
@@ -372,7 +372,7 @@ func TestBrokenReloadUnderLoad(t *testing.T) {
 	reloads := withAction(rs, audit.ActionPolicyReload)
 	fails := 0
 	for _, r := range reloads {
-		if r.str("event.outcome") == "failure" {
+		if r.Str("event.outcome") == "failure" {
 			fails++
 		}
 	}
@@ -380,7 +380,7 @@ func TestBrokenReloadUnderLoad(t *testing.T) {
 		t.Errorf("%d reload records, %d failed; want %d failed and one success", len(reloads), fails, len(broken))
 	}
 	for _, r := range withAction(rs, audit.ActionDecision) {
-		if r.get("sockwarden.decision.allow") != true {
+		if r.Get("sockwarden.decision.allow") != true {
 			t.Errorf("a request was denied: %v", r)
 		}
 	}
@@ -551,11 +551,11 @@ decision := {"allow": true, "run_as": {"user": "65534", "group": "65534", "group
 			t.Errorf("%s: %d requests in the trail", o.marker, len(reqs))
 		case o.ran && !ranReally:
 			t.Errorf("%s: the reply says it ran, but it did not", o.marker)
-		case ranReally && (len(g) == 0 || g[0].get("sockwarden.decision.allow") != true):
+		case ranReally && (len(g) == 0 || g[0].Get("sockwarden.decision.allow") != true):
 			t.Errorf("%s ran with no allowing decision record (records %q)", o.marker, acts)
 		case o.phase < 3 && ranReally != o.ran:
 			t.Errorf("%s ran although it was refused (records %q)", o.marker, acts)
-		case o.phase < 3 && o.ran && (acts != "exec.decision exec.start exec.exit" || g[2].num("process.exit_code") != 0):
+		case o.phase < 3 && o.ran && (acts != "exec.decision exec.start exec.exit" || g[2].Num("process.exit_code") != 0):
 			t.Errorf("%s ran with records %q", o.marker, acts)
 		case !o.ran && len(withAction(g, audit.ActionStart)) > 0:
 			t.Errorf("%s was refused but has records %q", o.marker, acts)

@@ -96,18 +96,18 @@ func TestMalformedRequests(t *testing.T) {
 			}
 			// The record is written before the connection is closed.
 			rs := tr.since(t, mark)
-			if len(rs) != 1 || rs[0].action() != audit.ActionProtocolError {
+			if len(rs) != 1 || rs[0].Action() != audit.ActionProtocolError {
 				t.Fatalf("want one protocol.error record, got:\n%s", dumpRecs(rs))
 			}
 			r := rs[0]
-			if msg := r.str("error.message"); !strings.Contains(msg, tt.errText) {
+			if msg := r.Str("error.message"); !strings.Contains(msg, tt.errText) {
 				t.Errorf("error.message %q, want it to contain %q", msg, tt.errText)
 			}
-			if n := r.num("sockwarden.protocol.bytes_read"); n != tt.bytes {
+			if n := r.Num("sockwarden.protocol.bytes_read"); n != tt.bytes {
 				t.Errorf("bytes_read %d, want %d", n, tt.bytes)
 			}
-			if r.str("event.outcome") != "failure" || r.str("client.user.id") != "0" ||
-				r.num("sockwarden.peer.pid") != int64(os.Getpid()) || r.id() == "" {
+			if r.Str("event.outcome") != "failure" || r.Str("client.user.id") != "0" ||
+				r.Num("sockwarden.peer.pid") != int64(os.Getpid()) || r.RequestID() == "" {
 				t.Errorf("record does not name the peer (uid 0, pid %d): %v", os.Getpid(), r)
 			}
 			ts.assertAlive(t)
@@ -131,11 +131,11 @@ func TestUnusualArgv(t *testing.T) {
 		if len(d) != 1 {
 			t.Fatalf("%d decision records", len(d))
 		}
-		if got := d[0].args(); !slicesEqual(got, append([]string{"printf", "%s|"}, args...)) {
+		if got := d[0].Args(); !slicesEqual(got, append([]string{"printf", "%s|"}, args...)) {
 			t.Errorf("process.args %q, want the argv byte for byte", got)
 		}
-		if d[0].num("process.args_count") != int64(len(args)+2) {
-			t.Errorf("args_count %d", d[0].num("process.args_count"))
+		if d[0].Num("process.args_count") != int64(len(args)+2) {
+			t.Errorf("args_count %d", d[0].Num("process.args_count"))
 		}
 		ts.assertAlive(t)
 	})
@@ -156,14 +156,14 @@ func TestUnusualArgv(t *testing.T) {
 		// U+FFFD, the rest exactly. That is lossy: "\xff" and "\xfe"
 		// read the same in the trail (a limitation of the audit
 		// encoder, see the README's security model).
-		got := d[0].args()
+		got := d[0].Args()
 		for i, a := range args {
 			if want := fffdEach(a); got[i+2] != want {
 				t.Errorf("process.args[%d] = %q, want %q", i+2, got[i+2], want)
 			}
 		}
-		if actionsOf(byID(rs)[d[0].id()]) != "exec.decision exec.start exec.exit" {
-			t.Errorf("records %s", actionsOf(byID(rs)[d[0].id()]))
+		if actionsOf(byID(rs)[d[0].RequestID()]) != "exec.decision exec.start exec.exit" {
+			t.Errorf("records %s", actionsOf(byID(rs)[d[0].RequestID()]))
 		}
 		ts.assertAlive(t)
 	})
@@ -184,16 +184,16 @@ func TestUnusualArgv(t *testing.T) {
 				if actionsOf(recs) != "exec.decision exec.start" {
 					t.Fatalf("%s: records %q, want a decision and a failed start", argv0, actionsOf(recs))
 				}
-				if recs[0].get("process.executable") != nil {
+				if recs[0].Get("process.executable") != nil {
 					t.Errorf("%s: decision names an executable: %v", argv0, recs[0])
 				}
 				st := recs[1]
-				if st.str("event.outcome") != "failure" || !strings.Contains(st.str("error.message"), "relative program paths are not allowed") {
+				if st.Str("event.outcome") != "failure" || !strings.Contains(st.Str("error.message"), "relative program paths are not allowed") {
 					t.Errorf("%s: start record %v", argv0, st)
 				}
 				// The identity it would have run as: the default policy's nobody.
-				if os.Getuid() == 0 && (st.str("user.id") != "65534" || st.str("group.id") != "65534") {
-					t.Errorf("%s: start record names user %q group %q, want 65534", argv0, st.str("user.id"), st.str("group.id"))
+				if os.Getuid() == 0 && (st.Str("user.id") != "65534" || st.Str("group.id") != "65534") {
+					t.Errorf("%s: start record names user %q group %q, want 65534", argv0, st.Str("user.id"), st.Str("group.id"))
 				}
 			}
 			ts.assertAlive(t)
@@ -206,8 +206,8 @@ func TestUnusualArgv(t *testing.T) {
 			t.Errorf("got %q", got)
 		}
 		rs := tr.since(t, mark)
-		if actionsOf(rs) != "exec.decision exec.start" || rs[1].str("event.outcome") != "failure" ||
-			!strings.Contains(rs[1].str("error.message"), "command not found") {
+		if actionsOf(rs) != "exec.decision exec.start" || rs[1].Str("event.outcome") != "failure" ||
+			!strings.Contains(rs[1].Str("error.message"), "command not found") {
 			t.Errorf("records:\n%s", dumpRecs(rs))
 		}
 		ts.assertAlive(t)
@@ -256,10 +256,10 @@ func TestSlowloris(t *testing.T) {
 		rs := withAction(tr.waitFor(t, mark, 5*time.Second, "protocol.error", func(rs []rec) bool {
 			return len(withAction(rs, audit.ActionProtocolError)) > 0
 		}), audit.ActionProtocolError)
-		if len(rs) != 1 || !strings.Contains(rs[0].str("error.message"), "connection deadline passed before the request was complete") {
+		if len(rs) != 1 || !strings.Contains(rs[0].Str("error.message"), "connection deadline passed before the request was complete") {
 			t.Fatalf("records:\n%s", dumpRecs(rs))
 		}
-		if n := rs[0].num("sockwarden.protocol.bytes_read"); n < 1 || n > int64(sent) {
+		if n := rs[0].Num("sockwarden.protocol.bytes_read"); n < 1 || n > int64(sent) {
 			t.Errorf("bytes_read %d, sent %d", n, sent)
 		}
 		ts.assertAlive(t)
@@ -303,8 +303,8 @@ func TestSlowloris(t *testing.T) {
 		if got := actionsOf(rs); got != "exec.decision exec.start exec.kill exec.exit" {
 			t.Fatalf("records %q", got)
 		}
-		if rs[2].str("event.reason") != "timeout" || rs[3].str("sockwarden.exit.signal") != "TERM" ||
-			rs[3].num("sockwarden.exit.bytes.stdout") != int64(out.Len()) || rs[3].num("sockwarden.exit.bytes.stdin") < int64(out.Len()) {
+		if rs[2].Str("event.reason") != "timeout" || rs[3].Str("sockwarden.exit.signal") != "TERM" ||
+			rs[3].Num("sockwarden.exit.bytes.stdout") != int64(out.Len()) || rs[3].Num("sockwarden.exit.bytes.stdin") < int64(out.Len()) {
 			t.Errorf("records:\n%s", dumpRecs(rs))
 		}
 		ts.assertAlive(t)
@@ -414,7 +414,7 @@ func TestIdleFlood(t *testing.T) {
 		return len(withAction(rs, audit.ActionProtocolError)) >= atDeadline
 	})
 	for _, r := range withAction(rs, audit.ActionProtocolError) {
-		if !strings.Contains(r.str("error.message"), "connection deadline passed") || r.num("sockwarden.protocol.bytes_read") != 0 {
+		if !strings.Contains(r.Str("error.message"), "connection deadline passed") || r.Num("sockwarden.protocol.bytes_read") != 0 {
 			t.Errorf("record %v", r)
 		}
 	}
@@ -473,7 +473,7 @@ func TestLateStdin(t *testing.T) {
 		if got := actionsOf(rs); got != "exec.decision exec.start exec.exit" {
 			t.Fatalf("records %q", got)
 		}
-		if rs[2].num("process.exit_code") != 0 || rs[2].num("sockwarden.exit.bytes.stdout") != 4 {
+		if rs[2].Num("process.exit_code") != 0 || rs[2].Num("sockwarden.exit.bytes.stdout") != 4 {
 			t.Errorf("exit %v", rs[2])
 		}
 	}
@@ -505,13 +505,13 @@ func TestCloseWhileOutputFlows(t *testing.T) {
 		if got := actionsOf(rs); got != "exec.decision exec.start exec.kill exec.exit" {
 			t.Fatalf("records %q", got)
 		}
-		if rs[2].str("event.reason") != "disconnect" || rs[2].str("sockwarden.kill.signal") != "TERM" {
+		if rs[2].Str("event.reason") != "disconnect" || rs[2].Str("sockwarden.kill.signal") != "TERM" {
 			t.Errorf("kill %v", rs[2])
 		}
-		if sig := rs[3].str("sockwarden.exit.signal"); sig != "TERM" && sig != "PIPE" {
+		if sig := rs[3].Str("sockwarden.exit.signal"); sig != "TERM" && sig != "PIPE" {
 			t.Errorf("exit %v", rs[3])
 		}
-		if rs[3].num("sockwarden.exit.bytes.stdout") < 20 {
+		if rs[3].Num("sockwarden.exit.bytes.stdout") < 20 {
 			t.Errorf("exit %v", rs[3])
 		}
 		c.Close()
@@ -566,7 +566,7 @@ func TestHugeDeclaredStdin(t *testing.T) {
 	if got := actionsOf(rs); got != "exec.decision exec.start exec.kill exec.exit" {
 		t.Fatalf("records %q", got)
 	}
-	if rs[2].str("event.reason") != "disconnect" || rs[3].num("sockwarden.exit.bytes.stdin") != 1<<20 {
+	if rs[2].Str("event.reason") != "disconnect" || rs[3].Num("sockwarden.exit.bytes.stdin") != 1<<20 {
 		t.Errorf("records:\n%s", dumpRecs(rs))
 	}
 	ts.assertAlive(t)

@@ -128,12 +128,12 @@ func TestPeerCredCannotBeClaimed(t *testing.T) {
 			if len(d) != 1 {
 				t.Fatalf("%d decision records", len(d))
 			}
-			if d[0].str("client.user.id") != tt.wantUID || d[0].str("client.user.group.id") != tt.wantUID ||
-				d[0].num("sockwarden.peer.pid") != int64(os.Getpid()) {
+			if d[0].Str("client.user.id") != tt.wantUID || d[0].Str("client.user.group.id") != tt.wantUID ||
+				d[0].Num("sockwarden.peer.pid") != int64(os.Getpid()) {
 				t.Errorf("decision names uid %q gid %q pid %d; want uid and gid %s, pid %d (the kernel's)",
-					d[0].str("client.user.id"), d[0].str("client.user.group.id"), d[0].num("sockwarden.peer.pid"), tt.wantUID, os.Getpid())
+					d[0].Str("client.user.id"), d[0].Str("client.user.group.id"), d[0].Num("sockwarden.peer.pid"), tt.wantUID, os.Getpid())
 			}
-			if d[0].get("sockwarden.decision.allow") != tt.wantRan {
+			if d[0].Get("sockwarden.decision.allow") != tt.wantRan {
 				t.Errorf("decision %v", d[0])
 			}
 		})

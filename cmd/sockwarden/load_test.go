@@ -441,7 +441,7 @@ func evalDurations(t *testing.T, tr *trail) []time.Duration {
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, time.Duration(r.num("event.duration")))
+		out = append(out, time.Duration(r.Num("event.duration")))
 	}
 	slices.Sort(out)
 	if len(out) == 0 {

@@ -49,46 +49,7 @@ func startAuditServer(t testing.TB, args ...string) (*testServer, *trail) {
 }
 
 // rec is one decoded audit record.
-type rec map[string]any
-
-// get walks a dotted path ("event.action") through nested objects.
-func (r rec) get(path string) any {
-	var v any = map[string]any(r)
-	for _, k := range strings.Split(path, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[k]
-	}
-	return v
-}
-
-func (r rec) str(path string) string {
-	s, _ := r.get(path).(string)
-	return s
-}
-
-func (r rec) num(path string) int64 {
-	f, ok := r.get(path).(float64)
-	if !ok {
-		return -1
-	}
-	return int64(f)
-}
-
-func (r rec) action() string { return r.str("event.action") }
-func (r rec) id() string     { return r.str("request_id") }
-
-// args returns process.args of a decision record.
-func (r rec) args() []string {
-	a, _ := r.get("process.args").([]any)
-	out := make([]string, len(a))
-	for i, x := range a {
-		out[i], _ = x.(string)
-	}
-	return out
-}
+type rec = audittest.Record
 
 // all reads every complete record of the trail, checking each against the
 // published schema. A line still being written (no newline yet) is left
@@ -170,7 +131,7 @@ func (tr *trail) verify(t testing.TB) audit.Report {
 func byID(rs []rec) map[string][]rec {
 	m := map[string][]rec{}
 	for _, r := range rs {
-		if id := r.id(); id != "" {
+		if id := r.RequestID(); id != "" {
 			m[id] = append(m[id], r)
 		}
 	}
@@ -180,7 +141,7 @@ func byID(rs []rec) map[string][]rec {
 func withAction(rs []rec, action string) []rec {
 	var out []rec
 	for _, r := range rs {
-		if r.action() == action {
+		if r.Action() == action {
 			out = append(out, r)
 		}
 	}
@@ -190,7 +151,7 @@ func withAction(rs []rec, action string) []rec {
 func actionsOf(rs []rec) string {
 	a := make([]string, len(rs))
 	for i, r := range rs {
-		a[i] = r.action()
+		a[i] = r.Action()
 	}
 	return strings.Join(a, " ")
 }
@@ -210,7 +171,7 @@ func dumpRecs(rs []rec) string {
 func requestsWithArgv(rs []rec, argv ...string) map[string][]rec {
 	out := map[string][]rec{}
 	for id, g := range byID(rs) {
-		if g[0].action() == audit.ActionDecision && slicesEqual(g[0].args(), argv) {
+		if g[0].Action() == audit.ActionDecision && slicesEqual(g[0].Args(), argv) {
 			out[id] = g
 		}
 	}
