@@ -330,8 +330,7 @@ func countFDs(t *testing.T) int {
 
 // Every kind of request ends with no goroutine and no descriptor left.
 func TestNoLeaks(t *testing.T) {
-	fds, gs := countFDs(t), runtime.NumGoroutine()
-	func() {
+	workload := func() {
 		s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), KillTimeout: 200 * time.Millisecond})
 		sock := sockPath(t)
 		l, err := Listen(ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
@@ -363,11 +362,24 @@ func TestNoLeaks(t *testing.T) {
 		if err := s.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-	}()
+	}
+	// A first round brings the process-wide helpers that persist by design
+	// (the sandbox's idle spawning threads, os/signal's loop) to their
+	// steady state; the second round must then leave nothing behind.
+	workload()
+	settle := func() (int, int) {
+		time.Sleep(200 * time.Millisecond)
+		return countFDs(t), runtime.NumGoroutine()
+	}
+	fds, gs := settle()
+	workload()
+	// 250 requests: a per-request leak would show hundreds; a pool
+	// resizing itself shows at most a couple.
+	const slack = 2
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		f, g := countFDs(t), runtime.NumGoroutine()
-		if f <= fds && g <= gs {
+		if f <= fds && g <= gs+slack {
 			break
 		}
 		if time.Now().After(deadline) {
