@@ -143,6 +143,27 @@ func (s *FileSink) open() (*os.File, error) {
 // Path returns the file's path.
 func (s *FileSink) Path() string { return s.path }
 
+// ensureFileLocked returns the state of the open file, recreating the
+// file first if it was removed behind our back. s.mu must be held.
+func (s *FileSink) ensureFileLocked() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
+		return st, fmt.Errorf("audit: fstat %s: %w", s.path, err)
+	}
+	if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		f, err := s.open()
+		if err != nil {
+			return st, err
+		}
+		s.f.Close()
+		s.f = f
+		if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
+			return st, fmt.Errorf("audit: fstat %s: %w", s.path, err)
+		}
+	}
+	return st, nil
+}
+
 // Write appends record with a single write(2).
 func (s *FileSink) Write(record []byte) error {
 	s.mu.Lock()
@@ -150,21 +171,9 @@ func (s *FileSink) Write(record []byte) error {
 	if s.f == nil {
 		return ErrClosed
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
-		return fmt.Errorf("audit: fstat %s: %w", s.path, err)
-	}
-	if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
-		// Removed behind our back: recreate it.
-		f, err := s.open()
-		if err != nil {
-			return err
-		}
-		s.f.Close()
-		s.f = f
-		if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
-			return fmt.Errorf("audit: fstat %s: %w", s.path, err)
-		}
+	st, err := s.ensureFileLocked()
+	if err != nil {
+		return err
 	}
 	if s.needNL {
 		if _, err := s.f.Write([]byte{'\n'}); err != nil {
@@ -264,17 +273,8 @@ func (s *FileSink) Probe() error {
 	if s.f == nil {
 		return ErrClosed
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
-		return fmt.Errorf("audit: fstat %s: %w", s.path, err)
-	}
-	if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
-		f, err := s.open()
-		if err != nil {
-			return err
-		}
-		s.f.Close()
-		s.f = f
+	if _, err := s.ensureFileLocked(); err != nil {
+		return err
 	}
 	var fs unix.Statfs_t
 	if err := unix.Fstatfs(int(s.f.Fd()), &fs); err != nil {
