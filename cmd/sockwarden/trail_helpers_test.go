@@ -45,7 +45,18 @@ func auditConfig(t testing.TB, dir, extra string) (cfgPath string, tr *trail) {
 func startAuditServer(t testing.TB, args ...string) (*testServer, *trail) {
 	t.Helper()
 	cfg, tr := auditConfig(t, shortTempDir(t), "")
-	return startServer(t, append([]string{"-c", cfg}, args...)...), tr
+	ts := startServer(t, append([]string{"-c", cfg}, args...)...)
+	// The socket may accept before the server.start record is written:
+	// wait for it, so that tests counting records start after it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if rs := tr.all(t); len(rs) > 0 && rs[0].Action() == "server.start" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no server.start record in the audit trail")
+		}
+	}
+	return ts, tr
 }
 
 // rec is one decoded audit record.
