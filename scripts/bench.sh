@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Runs the standard benchmark set against a sockwarden this script starts
-# itself, and prints a table of the figures and their ratios to the
-# server-less baseline, from one run of each.
+# Runs the standard benchmark set against sockwarden servers this script
+# starts itself, and prints a table of the figures and their ratios to the
+# server-less baseline measured in the same run.
+#
+# Two servers: one as a fresh install runs it (embedded default policy,
+# audit to a file) for idle, flood and echo; one with examples/policy for
+# the spawn runs, whose client runs as www-data (setpriv) so that
+# /bin/true runs in the example's web profile: as nobody, with rlimits,
+# Landlock with TCP restricted, the MPTCP filter and a umask. The spawn
+# runs and their baselines are interleaved, $REPEAT rounds, medians shown.
 #
 #   scripts/bench.sh [SERVER_BINARY]
 #
@@ -13,6 +20,8 @@
 #   BENCH_CLIENT  the sockwarden binary whose "bench" subcommand drives the load
 #   IDLE_CONNS    connections of the idle run (default 2000)
 #   RUN_TIMEOUT   seconds allowed to each run before it is stopped (default 100)
+#   REPEAT        rounds of the spawn runs, each with its baselines (default 3);
+#                 the table shows medians
 #   SERVER_ARGS   more server flags, e.g. a policy without the output caps
 #                 that flood and echo exceed (split at spaces)
 #
@@ -29,10 +38,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d /tmp/swbench.XXXXXX)
 server_pid=
 cleanup() {
-	if [ -n "$server_pid" ]; then
-		kill -TERM "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
+	for p in $server_pid ${ex_pid:-}; do
+		kill -TERM "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -51,6 +60,7 @@ if ! "$client" bench -h >/dev/null 2>&1; then
 fi
 conns=${IDLE_CONNS:-2000}
 run_timeout=${RUN_TIMEOUT:-100}
+repeat=${REPEAT:-3}
 
 # File limit: the server and this script inherit it.
 need=$((conns * 6 + 256))
@@ -89,47 +99,103 @@ done
 [ -S "$sock" ] || { echo "bench.sh: the server did not create $sock" >&2; exit 1; }
 
 failed=0
-# bench NAME ARGS...: one run; its key=value line is kept in $tmp/NAME.
+# The server as the issue's target has it: examples/policy, the client as
+# www-data, whose "true" runs in the web profile (as nobody, with rlimits,
+# Landlock with TCP restricted, the MPTCP filter, umask), audit to a file.
+# The client is run through setpriv; without it (or www-data), the spawn
+# rows use the first server and say so.
+ex_sock=
+ex_pid=
+runas=()
+if command -v setpriv >/dev/null && id www-data >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+	chmod 0755 "$tmp"
+	cat >"$tmp/example.toml" <<EOF
+[server]
+mode = "0666"
+[policy]
+paths = ["$root/examples/policy"]
+[audit]
+sink = "file"
+path = "$tmp/example-audit.jsonl"
+EOF
+	# shellcheck disable=SC2086 # SERVER_ARGS is split into flags on purpose
+	"$bin" -c "$tmp/example.toml" ${SERVER_ARGS:-} "$tmp/example.sock" >"$tmp/example.log" 2>&1 &
+	ex_pid=$!
+	for _ in $(seq 100); do
+		[ -S "$tmp/example.sock" ] && break
+		sleep 0.05
+	done
+	if [ -S "$tmp/example.sock" ]; then
+		ex_sock=$tmp/example.sock
+		runas=(setpriv --reuid=www-data --regid=www-data --clear-groups)
+	else
+		echo "bench.sh: the example-policy server did not start; spawn rows use the default policy:" >&2
+		cat "$tmp/example.log" >&2
+	fi
+else
+	echo "bench.sh: no setpriv or www-data (or not root): spawn rows use the default policy as root" >&2
+fi
+spawn_sock=${ex_sock:-$sock}
+
+# bench NAME ARGS...: one run; its key=value line is appended to $tmp/NAME
+# and printed. The client runs as $runas_now when set.
+runas_now=()
 bench() {
 	local name=$1
 	shift
-	if ! timeout "$run_timeout" "$client" bench "$@" >"$tmp/$name" 2>"$tmp/$name.err"; then
+	if ! timeout "$run_timeout" "${runas_now[@]}" "$client" bench "$@" >>"$tmp/$name" 2>"$tmp/$name.err"; then
 		failed=1
 		echo "bench.sh: $name failed:" >&2
 		cat "$tmp/$name.err" >&2
 	fi
-	cat "$tmp/$name"
+	tail -n 1 "$tmp/$name"
 }
-# get NAME KEY: a value from a run's line ("-" if missing).
+# get NAME KEY: the median of a key over a run's lines ("-" if missing).
 get() {
 	local v
-	v=$(tr ' ' '\n' <"$tmp/$1" | sed -n "s/^$2=//p")
+	v=$(tr ' ' '\n' <"$tmp/$1" | sed -n "s/^$2=//p" | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
 	echo "${v:--}"
 }
+# total NAME KEY: the sum of a key over a run's lines.
+total() { tr ' ' '\n' <"$tmp/$1" | sed -n "s/^$2=//p" | awk '{ s += $1 } END { print s + 0 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 
 # idle first: its per-connection memory is the growth over the base, which
 # is only the server's own on a server that has served nothing yet.
 bench idle idle -socket "$sock" -pid "$server_pid" -k "$conns" -c 16
-bench baseline8 baseline -n 2000 -c 8
-bench spawn8 spawn -socket "$sock" -n 2000 -c 8
-bench baseline1 baseline -n 500 -c 1
-bench spawn1 spawn -socket "$sock" -n 500 -c 1
+# The spawn runs, interleaved with their baselines, $repeat rounds.
+for _ in $(seq "$repeat"); do
+	bench baseline8 baseline -n 2000 -c 8
+	runas_now=("${runas[@]}")
+	bench spawn8 spawn -socket "$spawn_sock" -n 2000 -c 8
+	runas_now=()
+	bench baseline1 baseline -n 500 -c 1
+	runas_now=("${runas[@]}")
+	bench spawn1 spawn -socket "$spawn_sock" -n 500 -c 1
+	runas_now=()
+done
 bench flood flood -socket "$sock" -size 1GiB
 bench echo echo -socket "$sock" -size 512MiB
 
 b8=$(get baseline8 rps) s8=$(get spawn8 rps)
 b1=$(get baseline1 p50_ms) s1=$(get spawn1 p50_ms)
 echo
-printf '%-34s %12s %12s %8s\n' "" baseline sockwarden ratio
-printf '%-34s %12s %12s %8s\n' "spawn c=8 (req/s)" "$b8" "$s8" "$(ratio "$s8" "$b8")"
-printf '%-34s %12s %12s %8s\n' "spawn c=1 p50 (ms)" "$b1" "$s1" "$(ratio "$s1" "$b1")"
-printf '%-34s %12s %12s %8s\n' "flood (MiB/s; target >= 1024)" "" "$(get flood mib_s)" ""
-printf '%-34s %12s %12s %8s\n' "echo (MiB/s; target >= 600)" "" "$(get echo mib_s)" ""
-printf '%-34s %12s %12s %8s\n' "idle $(get idle k) conns (KiB/conn)" "" "$(get idle kib_per_conn)" ""
-printf '%-34s %12s %12s %8s\n' "idle $(get idle k) conns (fds/conn)" "" "$(get idle fds_per_conn)" ""
+if [ -n "$ex_sock" ]; then
+	echo "spawn: /bin/true as www-data under examples/policy (web profile), audit to a file;"
+else
+	echo "spawn: /bin/true as root under the default policy, audit to a file;"
+fi
+echo "medians of $repeat interleaved rounds"
+printf '%-38s %11s %11s %7s\n' "" baseline sockwarden ratio
+printf '%-38s %11s %11s %7s\n' "spawn c=8 (req/s; target >= 0.85x)" "$b8" "$s8" "$(ratio "$s8" "$b8")"
+printf '%-38s %11s %11s %7s\n' "spawn c=1 p50 (ms; target <= 1.2x)" "$b1" "$s1" "$(ratio "$s1" "$b1")"
+printf '%-38s %11s %11s %7s\n' "flood (MiB/s; target >= 1024)" "" "$(get flood mib_s)" ""
+printf '%-38s %11s %11s %7s\n' "echo (MiB/s; target >= 600)" "" "$(get echo mib_s)" ""
+printf '%-38s %11s %11s %7s\n' "idle $(get idle k) conns (KiB/conn; target <= 32)" "" "$(get idle kib_per_conn)" ""
+printf '%-38s %11s %11s %7s\n' "idle $(get idle k) conns (fds/conn)" "" "$(get idle fds_per_conn)" ""
 for r in idle baseline8 spawn8 baseline1 spawn1 flood echo; do
-	e=$(get "$r" errors)
+	e=$(total "$r" errors)
 	if [ "$e" != 0 ]; then
 		failed=1
 		echo "bench.sh: $r: errors=$e" >&2
