@@ -117,9 +117,11 @@ type ProcessCgroup struct {
 	Downgraded []string
 }
 
-// CgroupStats is what Wait learned from a child's cgroup before removing
-// it. A zero statistic means "not measured" (its controller is not
-// enabled, or the kernel lacks the file), except OOMKills.
+// CgroupStats is what Wait learned from a child's cgroup before releasing
+// it (for reuse by a later child, or removal). Every statistic is the
+// child's own, also in a reused cgroup. A zero statistic means "not
+// measured" (its controller is not enabled, or the kernel lacks the
+// file), except OOMKills.
 type CgroupStats struct {
 	// Path is the cgroup's directory; empty when the child had none (and
 	// the other fields are zero).
@@ -128,7 +130,10 @@ type CgroupStats struct {
 	// sockwarden killed it (by [Process.Kill] or in Wait after the
 	// leader's exit), the leader included if it was still running.
 	Killed int
-	// MemoryPeak is memory.peak in bytes (memory controller, Linux 5.19).
+	// MemoryPeak is memory.peak in bytes (memory controller, Linux 5.19):
+	// in a reused cgroup, the peak since the reset at hand-out, which
+	// includes the little memory an earlier request may have left
+	// charged (at most the kernel's per-CPU charge caches).
 	MemoryPeak int64
 	// OOMKills is the oom_kill count of memory.events: processes the
 	// kernel killed for exceeding memory.max.
@@ -136,11 +141,12 @@ type CgroupStats struct {
 	// PidsPeak is pids.peak (pids controller, Linux 6.13).
 	PidsPeak int64
 	// CPU is cpu.stat's usage_usec: the CPU time of every process that
-	// ran in the cgroup, escaped and orphaned descendants included.
+	// ran in the cgroup, escaped and orphaned descendants included
+	// (in a reused cgroup, the growth since hand-out).
 	CPU time.Duration
 	// Lingering is true when processes of the cgroup had not died within
 	// a few seconds of the kill (stuck in the kernel); the cgroup is
-	// then removed in the background once they are gone.
+	// then removed in the background once they are gone, never reused.
 	Lingering bool
 }
 
@@ -181,6 +187,9 @@ type cgroupSetup struct {
 	report  CgroupReport
 	enabled map[string]bool
 	why     map[string]string // controller -> why it is missing
+
+	poolOnce sync.Once
+	cgPool   *cgPool // request cgroups for reuse (see cgroup_pool.go)
 }
 
 var (
@@ -198,14 +207,17 @@ var (
 // [CgroupInfo]) sets up the defaults. Setting up may create the parent
 // cgroup, enable controllers in the server's own cgroup (moving the
 // server into a leaf to do so), and removes the cgroups of earlier,
-// dead servers that were left under the parent. The error reports an
-// unusable explicit Parent (the report then says cgroups are not
-// available); problems with the defaults only show in the report.
+// dead servers that were left under the parent, and the idle cgroups
+// the setup it replaces kept for reuse. The error reports an unusable
+// explicit Parent (the report then says cgroups are not available);
+// problems with the defaults only show in the report.
 func ConfigureCgroups(o CgroupOptions) (CgroupReport, error) {
 	cgMu.Lock()
 	defer cgMu.Unlock()
 	s, err := setupCgroups(o)
-	cgCurrent.Store(s)
+	if old := cgCurrent.Swap(s); old != nil {
+		old.retire()
+	}
 	return s.report.clone(), err
 }
 
@@ -680,19 +692,27 @@ func (c *CgroupSpec) limits() []cgroupLimit {
 	return out
 }
 
-// reqCgroup is a child's cgroup. Its kill bookkeeping is guarded by the
-// Process's sigMu.
+// reqCgroup is a child's cgroup, for one request. Its kill bookkeeping
+// is guarded by the Process's sigMu.
 type reqCgroup struct {
 	path         string
 	dirfd        int
-	events       int  // cgroup.events, opened by killRest; else -1
+	events       int  // cgroup.events, opened at hand-out
+	peak         int  // memory.peak, opened at hand-out (and reset); else -1
 	empty        bool // killRest found it empty
 	memory, pids bool // controllers enabled: statistics to read
 	killed       map[int]struct{}
+	killSent     bool // cgroup.kill was written
+
+	pool           *cgPool
+	slot           *cgSlot
+	base           cgCumulative // cumulative statistics at hand-out
+	peakPerRequest bool         // memory.peak is absent, or peak was reset for this request
 }
 
-// newCgroup makes the cgroup of a child about to be started with spec.
-// It returns nil (and no error) when the child runs without one.
+// newCgroup hands out the cgroup of a child about to be started with
+// spec: a pooled one, or a new one (see cgroup_pool.go). It returns nil
+// (and no error) when the child runs without one.
 func (s *cgroupSetup) newCgroup(spec *CgroupSpec) (*reqCgroup, ProcessCgroup, error) {
 	var pc ProcessCgroup
 	if spec != nil {
@@ -735,55 +755,38 @@ func (s *cgroupSetup) newCgroup(spec *CgroupSpec) (*reqCgroup, ProcessCgroup, er
 		pc.Downgraded = missing
 	}
 
-	var path string
+	p := s.pool()
 	for {
-		path = filepath.Join(s.report.Parent, fmt.Sprintf("%s%d-%d", cgroupPrefix, os.Getpid(), cgSeq.Add(1)))
-		err := unix.Mkdir(path, 0o755)
-		if err == nil {
-			break
+		cg, err := p.acquire()
+		if err != nil {
+			return nil, pc, err
 		}
-		if err != unix.EEXIST {
-			return nil, pc, fmt.Errorf("sandbox: creating cgroup %s: %w", path, err)
-		}
-	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		unix.Rmdir(path)
-		return nil, pc, fmt.Errorf("sandbox: opening cgroup %s: %w", path, err)
-	}
-	cg := &reqCgroup{path: path, dirfd: fd, events: -1, memory: s.enabled["memory"], pids: s.enabled["pids"]}
-	for _, l := range apply {
-		err := writeAt(fd, l.file, l.value)
-		if err == nil {
-			continue
-		}
-		if err == unix.ENOENT {
-			if spec.BestEffort {
-				pc.Downgraded = append(pc.Downgraded, l.file)
-				continue
-			}
+		downgraded, slotErr, err := cg.setLimits(apply, spec != nil && spec.BestEffort)
+		switch {
+		case slotErr: // this cgroup is at fault: another one
 			cg.discard()
-			why := "the kernel does not provide " + l.file
-			if l.file == "memory.swap.max" {
-				why += " (no swap accounting)"
-			}
-			return nil, pc, &CgroupUnsupportedError{Missing: []string{l.file}, Reason: why}
+			continue
+		case err != nil:
+			cg.unused()
+			return nil, pc, err
 		}
-		cg.discard()
-		return nil, pc, fmt.Errorf("sandbox: cgroup %s = %q: %w", l.file, l.value, err)
+		pc.Downgraded = append(pc.Downgraded, downgraded...)
+		pc.Path = cg.path
+		return cg, pc, nil
 	}
-	pc.Path = path
-	return cg, pc, nil
 }
 
 // discard removes the cgroup of a child that was not started (or that
-// failed to exec and was reaped).
+// failed to exec and was reaped), in the background: it is not reused.
 func (cg *reqCgroup) discard() {
 	writeAt(cg.dirfd, "cgroup.kill", "1")
-	if !drainCgroup(cg.dirfd, cgroupDrainTimeout) || rmdirCgroup(cg.path) != nil {
+	drained := drainEvents(cg.events, cgroupDrainTimeout)
+	cg.close()
+	if !drained {
 		lingerCgroup(cg.path)
+		return
 	}
-	unix.Close(cg.dirfd)
+	cg.pool.put(cg.slot, false)
 }
 
 // kill kills every process of the cgroup, counting those that were in it
@@ -802,6 +805,7 @@ func (cg *reqCgroup) kill(except int) error {
 	if len(pids) == 0 {
 		return nil // empty, and nothing left to fork into it
 	}
+	cg.killSent = true // never to be reused: see cgroup_pool.go
 	if err := writeAt(cg.dirfd, "cgroup.kill", "1"); err != nil {
 		return fmt.Errorf("sandbox: killing cgroup %s: %w", cg.path, err)
 	}
@@ -812,13 +816,9 @@ func (cg *reqCgroup) kill(except int) error {
 // usually nothing, which one read of cgroup.events tells. Called with the
 // Process's sigMu held.
 func (cg *reqCgroup) killRest(leader int) {
-	fd, err := unix.Openat(cg.dirfd, "cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err == nil {
-		cg.events = fd
-		if populated, err := readPopulated(fd); err == nil && !populated {
-			cg.empty = true
-			return
-		}
+	if populated, err := readPopulated(cg.events); err == nil && !populated {
+		cg.empty = true
+		return
 	}
 	cg.kill(leader)
 }
@@ -837,41 +837,24 @@ func (cg *reqCgroup) procs() []int {
 	return out
 }
 
-// finish waits for the killed cgroup to empty, reads its statistics and
-// removes it.
+// finish waits for the killed cgroup to empty, reads its statistics
+// (the request's own: see cgroup_pool.go) and releases it, for reuse or
+// removal.
 func (cg *reqCgroup) finish() CgroupStats {
 	st := CgroupStats{Path: cg.path, Killed: len(cg.killed)}
-	switch {
-	case cg.empty:
-	case cg.events >= 0:
+	if !cg.empty {
 		st.Lingering = !drainEvents(cg.events, cgroupDrainTimeout)
-	default:
-		st.Lingering = !drainCgroup(cg.dirfd, cgroupDrainTimeout)
 	}
-	if cg.events >= 0 {
-		unix.Close(cg.events)
-	}
+	d := readCumulative(cg.dirfd, cg.memory).since(cg.base)
+	st.CPU = time.Duration(d.cpuUsec) * time.Microsecond
+	st.OOMKills = d.oomKills
 	if cg.memory {
-		if b, err := readAt(cg.dirfd, "memory.peak"); err == nil {
-			st.MemoryPeak, _ = strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
-		}
-		if b, err := readAt(cg.dirfd, "memory.events"); err == nil {
-			st.OOMKills = keyedValue(b, "oom_kill")
-		}
+		st.MemoryPeak = cg.readPeak()
 	}
 	if cg.pids {
-		if b, err := readAt(cg.dirfd, "pids.peak"); err == nil {
-			st.PidsPeak, _ = strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
-		}
+		st.PidsPeak, _ = readInt(cg.dirfd, "pids.peak")
 	}
-	if b, err := readAt(cg.dirfd, "cpu.stat"); err == nil {
-		st.CPU = time.Duration(keyedValue(b, "usage_usec")) * time.Microsecond
-	}
-	if st.Lingering || rmdirCgroup(cg.path) != nil {
-		st.Lingering = true
-		lingerCgroup(cg.path)
-	}
-	unix.Close(cg.dirfd)
+	cg.release(!st.Lingering, st.PidsPeak)
 	return st
 }
 
@@ -902,17 +885,8 @@ func drainCgroup(dirfd int, timeout time.Duration) bool {
 
 // readPopulated reads the populated flag of the cgroup.events file fd.
 func readPopulated(fd int) (bool, error) {
-	var buf [128]byte
-	for {
-		n, err := unix.Pread(fd, buf[:], 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		return !bytes.Contains(buf[:n], []byte("populated 0")), nil
-	}
+	populated, _, err := readEvents(fd)
+	return populated, err
 }
 
 // drainEvents is drainCgroup on an open cgroup.events.

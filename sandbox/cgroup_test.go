@@ -62,7 +62,10 @@ func setupTestCgroups() func() {
 	if !owner {
 		return func() {}
 	}
-	return func() { removeCgroup(parent, 5*time.Second) }
+	return func() {
+		ReleaseCgroups()
+		removeCgroup(parent, 5*time.Second)
+	}
 }
 
 // withCgroups runs the rest of the test under the configuration o, and
@@ -70,7 +73,11 @@ func setupTestCgroups() func() {
 func withCgroups(t testing.TB, o CgroupOptions) CgroupReport {
 	t.Helper()
 	prev := cgCurrent.Load()
-	t.Cleanup(func() { cgCurrent.Store(prev) })
+	t.Cleanup(func() {
+		if s := cgCurrent.Swap(prev); s != nil && s != prev {
+			s.retire() // its idle cgroups
+		}
+	})
 	r, err := ConfigureCgroups(o)
 	if err != nil {
 		t.Fatal(err)
@@ -198,8 +205,9 @@ func TestCgroupKillReachesSetsidEscapee(t *testing.T) {
 			if st.Cgroup.Path != p.Cgroup.Path || st.Cgroup.Killed != wantKilled || st.Cgroup.Lingering {
 				t.Errorf("State.Cgroup = %+v, want path %s and %d killed", st.Cgroup, p.Cgroup.Path, wantKilled)
 			}
-			if _, err := os.Stat(p.Cgroup.Path); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("cgroup %s not removed: %v", p.Cgroup.Path, err)
+			// Killed: never reused (see cgroup_pool.go), removed.
+			if !cgroupRemoved(p.Cgroup.Path, 5*time.Second) {
+				t.Errorf("killed cgroup %s not removed (idle in the pool: %v)", p.Cgroup.Path, pooledIdle(p.Cgroup.Path))
 			}
 		})
 	}
@@ -231,8 +239,8 @@ func TestCgroupWaitKillsSetsidEscapee(t *testing.T) {
 			if st.Cgroup.Killed != 1 || st.Cgroup.Path == "" || st.Cgroup.Lingering {
 				t.Errorf("State.Cgroup = %+v, want 1 killed", st.Cgroup)
 			}
-			if _, err := os.Stat(st.Cgroup.Path); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("cgroup %s not removed: %v", st.Cgroup.Path, err)
+			if !cgroupRemoved(st.Cgroup.Path, 5*time.Second) {
+				t.Errorf("killed cgroup %s not removed (idle in the pool: %v)", st.Cgroup.Path, pooledIdle(st.Cgroup.Path))
 			}
 			if err := p.Kill(); err != nil {
 				t.Errorf("Kill after Wait: %v", err)
@@ -285,23 +293,30 @@ func TestCgroupOwn(t *testing.T) {
 			if res.state.Cgroup.CPU <= 0 {
 				t.Errorf("cgroup CPU time %v", res.state.Cgroup.CPU)
 			}
-			if _, err := os.Stat(got); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("cgroup %s not removed: %v", got, err)
+			if err := cgroupReleased(got, 5*time.Second); err != nil {
+				t.Error(err)
 			}
 		})
 	}
 }
 
-// Many Start/Wait cycles, failures to exec included, leave no cgroup
-// behind.
+// Many concurrent Start/Wait cycles, failures to exec and killed
+// children included, leave no cgroup behind but the idle ones of the
+// pool (at most cgPoolMax, all empty), and none once the pool is
+// released. Cgroups are reused.
 func TestCgroupNoStale(t *testing.T) {
 	// Not parallel: it counts the parent's entries.
 	r := needCgroups(t)
+	withCgroups(t, CgroupOptions{Parent: r.Parent}) // a pool of its own
+	pool := currentCgroups().pool()
+	escapee, escArgs := escapeScript("exit 0")
 	specs := []*Spec{
 		{Path: "/bin/true", Args: []string{"true"}},
 		{Path: "/nonexistent", Args: []string{"x"}},
 		{Path: "/bin/true", Args: []string{"true"}, Rlimits: []Rlimit{{Resource: unix.RLIMIT_CORE}}},
 		{Path: "/nonexistent", Args: []string{"x"}, Rlimits: []Rlimit{{Resource: unix.RLIMIT_CORE}}},
+		{Path: escapee, Args: escArgs},                                               // killed by Wait: not reused
+		{Path: "/bin/sleep", Args: []string{"sleep", "1000"}, Cgroup: &CgroupSpec{}}, // killed by Kill
 	}
 	if os.Geteuid() == 0 {
 		specs = append(specs, fullCgroupSpec("/bin/true", []string{"true"}))
@@ -325,25 +340,63 @@ func TestCgroupNoStale(t *testing.T) {
 				}
 				return
 			}
-			res := collect(t, p)
+			if spec.Path == "/bin/sleep" {
+				p.Kill()
+			}
+			res := collectNoEOF(t, p)
 			mu.Lock()
 			paths[res.state.Cgroup.Path] = true
 			mu.Unlock()
 		}(specs[i%len(specs)])
 	}
 	wg.Wait()
-	if len(paths) < cycles/2 || paths[""] {
-		t.Errorf("%d distinct cgroups for %d spawns (empty path: %v)", len(paths), cycles, paths[""])
-	}
-	ents, err := os.ReadDir(r.Parent)
-	if err != nil {
-		t.Fatal(err)
+	created, reused, removed, idle := pool.counts()
+	t.Logf("%d distinct cgroups for %d spawns; pool: %d made, %d handed out again, %d removed, %d idle",
+		len(paths), cycles, created, reused, removed, idle)
+	if paths[""] || reused == 0 || len(paths) >= cycles/2 {
+		t.Errorf("no reuse (or an empty path: %v)", paths[""])
 	}
 	mine := fmt.Sprintf("%s%d-", cgroupPrefix, os.Getpid())
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), mine) {
-			t.Errorf("stale cgroup %s", e.Name())
+	left := func() []string {
+		var out []string
+		ents, err := os.ReadDir(r.Parent)
+		if err != nil {
+			t.Fatal(err)
 		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), mine) {
+				out = append(out, filepath.Join(r.Parent, e.Name()))
+			}
+		}
+		return out
+	}
+	// The background removals end; what is left is idle in the pool.
+	var stray []string
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		stray = stray[:0]
+		for _, d := range left() {
+			if !pooledIdle(d) {
+				stray = append(stray, d)
+			}
+		}
+		if len(stray) == 0 || time.Now().After(end) {
+			break
+		}
+	}
+	if len(stray) > 0 {
+		t.Errorf("stale cgroups: %v", stray)
+	}
+	if _, _, _, idle := pool.counts(); idle > cgPoolMax {
+		t.Errorf("%d idle cgroups, more than %d", idle, cgPoolMax)
+	}
+	for _, d := range left() {
+		if populated(d) {
+			t.Errorf("idle cgroup %s holds %v", d, readPids(filepath.Join(d, "cgroup.procs")))
+		}
+	}
+	pool.retire()
+	if l := left(); len(l) > 0 {
+		t.Errorf("left after the pool's release: %v", l)
 	}
 	n := 0
 	lingering.Range(func(any, any) bool { n++; return true })

@@ -78,7 +78,23 @@
 //     cgroup.events says "populated 0" (poll(2) on the file; 5 s at most,
 //     after which the cgroup is removed in the background once empty),
 //     reads memory.peak, memory.events, pids.peak and cpu.stat into
-//     [State].Cgroup and removes the cgroup.
+//     [State].Cgroup and releases the cgroup.
+//   - Request cgroups are reused (cgroup_pool.go): a few empty ones are
+//     made ahead in the background (4), and a released cgroup goes back
+//     to the pool (8 idle at most) rather than being removed, unless its
+//     next request's figures or limits could not be exact: if it was
+//     killed (Kill, or Wait finding processes left: on Linux 6.18 a
+//     child cloned into a cgroup once killed dies at birth), did not
+//     empty, still holds charged memory beyond the kernel's per-CPU
+//     charge caches, had a pids.peak above 1 (pids.peak cannot be
+//     reset), has a memory.peak that cannot be reset (before Linux 6.12),
+//     or was changed (frozen, a sub-cgroup, another mode or owner). At
+//     hand-out a cgroup must hold no process, gets the spec's limits and
+//     a new cgroup's values for the others; cumulative figures (cpu.stat
+//     usage, memory.events oom_kill) are read then and subtracted,
+//     memory.peak is reset on a descriptor of the request's own, and the
+//     kill count is per request: [State].Cgroup is the child's own.
+//     [ReleaseCgroups] removes the idle ones (at shutdown).
 //   - Limits ([CgroupSpec]: memory.max, memory.swap.max, pids.max,
 //     cpu.max) need their controller enabled in the parent's
 //     cgroup.subtree_control. Setting up enables cpu, memory and pids
@@ -101,9 +117,9 @@
 //     cpu.stat need none) nothing moves: a cgroup may hold processes and
 //     children without controllers.
 //   - Setting up also removes the request cgroups of dead servers (named
-//     after a pid that no longer runs) under the parent, killing what is
-//     left in them: the descendants of a server killed by SIGKILL, which
-//     the parent-death signal does not reach.
+//     after a pid that no longer runs, pooled ones included) under the
+//     parent, killing what is left in them: the descendants of a server
+//     killed by SIGKILL, which the parent-death signal does not reach.
 //
 // Without cgroup v2 (or with cgroup.kill, Linux 5.14, or clone3 missing,
 // or [CgroupOptions].Disabled), children run as before, contained by
@@ -111,11 +127,12 @@
 // is refused unless BestEffort.
 //
 // Measured on a 2-core VM without controllers (BenchmarkSpawn and
-// BenchmarkSpawnLatency, the -cgroup cases against the same without): a
-// cgroup per spawn costs 14-17% of the spawn rate (0.86x for
-// sandbox-minimal, 0.83x for sandbox-full) and adds about 150 µs to the
-// latency of a spawn, nearly all of it the kernel's: mkdir, the clone3
-// into the new cgroup and rmdir.
+// BenchmarkSpawnLatency, the -cgroup cases against the same without,
+// medians of 8 interleaved rounds): a cgroup per spawn made and removed
+// each time cost 0.67x the spawn rate (sandbox-minimal) and 0.64x
+// (sandbox-full) and added 142 and 112 µs to the median latency; reused
+// from the pool it costs 1.00x and 0.92x and adds 57 and 40 µs, most of
+// it the kernel's clone3 into the cgroup.
 package sandbox
 
 import (
@@ -386,7 +403,8 @@ func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }
 // When the child has a cgroup, Wait also kills everything left in it
 // (counting those processes), waits until it is empty (for a few
 // seconds at most: see [CgroupStats].Lingering), reads its statistics
-// into [State].Cgroup and removes it.
+// into [State].Cgroup and releases it: back to a pool for a later child
+// when it may serve again, else removed.
 func (p *Process) Wait() (*State, error) {
 	p.waitOnce.Do(func() {
 		var info sigchldInfo

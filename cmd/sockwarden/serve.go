@@ -367,6 +367,8 @@ loop:
 		log.Error("shutdown incomplete", "err", err)
 		status = 1
 	}
+	// The empty request cgroups kept for reuse.
+	sandbox.ReleaseCgroups()
 	// Remove the socket only if it is still ours.
 	if cur, err := os.Lstat(sc.Socket); created != nil && err == nil && os.SameFile(cur, created) {
 		os.Remove(sc.Socket)
