@@ -35,6 +35,8 @@
 //     policy's), process.executable, process.args, process.args_count,
 //     client.user.{id,name,group.{id,name}} (the peer), error.message,
 //     sockwarden.decision.{allow,reasons}, sockwarden.policy.revision,
+//     sockwarden.policy.cached (true when the decision came from the
+//     decision cache; absent otherwise),
 //     sockwarden.peer.{pid,exe}. A deny has event.outcome "failure".
 //   - exec.start: process.{pid,pgid,executable,working_directory}, user.*
 //     and group.* (the identity the child runs as),

@@ -98,6 +98,9 @@ func appendDecision(b []byte, d *Decision) []byte {
 	b = appendStrings(b, d.Reasons)
 	b = append(b, `},"policy":{"revision":`...)
 	b = appendString(b, d.Revision)
+	if d.Cached {
+		b = append(b, `,"cached":true`...)
+	}
 	b = append(b, `},`...)
 	b = appendPeer(b, &d.Peer)
 	return b

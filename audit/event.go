@@ -60,8 +60,13 @@ type Decision struct {
 	Peer Peer
 	// Revision identifies the policy that decided.
 	Revision string
-	// EvalDuration is how long the evaluation took (event.duration).
+	// EvalDuration is how long the evaluation took (event.duration); for
+	// a cached decision, how long the lookup took.
 	EvalDuration time.Duration
+	// Cached reports that the decision is a stored one of the same policy
+	// revision for the same request (argv, exe, peer, socket): the policy
+	// is a pure function of those (see policy.Engine.Cacheable).
+	Cached bool
 	// Error is set when evaluation failed (which is a deny).
 	Error string
 }

@@ -87,7 +87,14 @@ func TestRecordFields(t *testing.T) {
 			"sockwarden.peer.pid": 4242.0, "sockwarden.peer.exe": "/usr/sbin/nginx",
 			"sockwarden.decision.allow": true, "sockwarden.decision.reasons": []any{"uid 33 may run uname"},
 			"sockwarden.policy.revision": "rev-7", "sockwarden.chain.prev": audit.Genesis,
-			"message": absent, "error": absent,
+			"message": absent, "error": absent, "sockwarden.policy.cached": absent,
+		}},
+		{"decision from the cache", func(l *audit.Logger) error {
+			d := sampleDecision
+			d.Cached = true
+			return l.Decision(d)
+		}, map[string]any{
+			"sockwarden.policy.revision": "rev-7", "sockwarden.policy.cached": true, "sockwarden.decision.allow": true,
 		}},
 		{"decision deny", func(l *audit.Logger) error { return l.Decision(sampleDeny) }, map[string]any{
 			"event.outcome": "failure", "message": "rm is not allowed", "sockwarden.decision.allow": false,

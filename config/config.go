@@ -63,6 +63,11 @@ type Policy struct {
 	Query string `toml:"query"`
 	// EvalTimeout bounds one evaluation; past it the request is denied.
 	EvalTimeout Duration `toml:"eval_timeout"`
+	// CacheSize is how many decisions are memoized when the policy is a
+	// pure function of the request (argv, exe, peer, socket; see
+	// policy.Engine.Cacheable): 0 means policy.DefaultCacheSize, a
+	// negative number turns the cache off.
+	CacheSize int `toml:"cache_size"`
 }
 
 // Sandbox holds the defaults for what a policy decision leaves out.

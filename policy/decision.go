@@ -56,8 +56,13 @@ type Decision struct {
 
 	// Revision is the revision of the policy that decided (set by the engine).
 	Revision string
-	// EvalDuration is the time the evaluation took (set by the engine).
+	// EvalDuration is the time the evaluation took (set by the engine); for
+	// a Cached decision, the time the cache lookup took.
 	EvalDuration time.Duration
+	// Cached is true when the engine returned a memoized decision instead of
+	// evaluating the policy (see [Engine.Cacheable]). It is never true with
+	// Err set: only successful decisions are cached.
+	Cached bool
 	// Err is non-nil when the deny is due to an error: no policy, compile,
 	// evaluation, undefined decision, timeout or decode error. It wraps one of
 	// [ErrNoPolicy], [ErrEvaluation], [ErrUndefined], [ErrTimeout],
@@ -620,6 +625,7 @@ type decisionJSON struct {
 	MaxStdinBytes  int64              `json:"max_stdin_bytes,omitempty"`
 	Revision       string             `json:"revision,omitempty"`
 	EvalDuration   string             `json:"eval_duration,omitempty"`
+	Cached         bool               `json:"cached,omitempty"`
 	Error          string             `json:"error,omitempty"`
 }
 
@@ -653,12 +659,13 @@ func emptyIfNil(s []string) []string {
 
 // MarshalJSON encodes d in the shape of the policy's decision document
 // (durations as "30s", umask as "0077", unlimited rlimits as "unlimited"),
-// plus "revision", "eval_duration" and "error". Unset fields are omitted.
+// plus "revision", "eval_duration", "cached" and "error". Unset fields are
+// omitted.
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
 		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
-		Revision: d.Revision,
+		Revision: d.Revision, Cached: d.Cached,
 	}
 	if d.RunAs != nil {
 		j.RunAs = &runAsJSON{User: d.RunAs.User, Group: d.RunAs.Group, Groups: nilOrPtr(d.RunAs.Groups)}

@@ -35,6 +35,28 @@
 // hash of the modules and data. [RunTests] runs the policy's Rego unit tests
 // like `opa test`.
 //
+// # Decision cache
+//
+// Most policies are pure functions of the request: the same argv, exe,
+// caller and socket always get the same decision. Load finds out by
+// looking at the compiled rules ([Engine.Cacheable]; conservatively: a
+// policy that reads input.time or input.request_id, reads input in a way
+// that cannot be seen through, or calls a non-deterministic builtin such
+// as time.now_ns or http.send is not cacheable), and a cacheable engine
+// memoizes up to Options.CacheSize decisions ([DefaultCacheSize]; a
+// negative size turns the cache off, [Engine.WithCacheSize] does the same
+// for [Default]). A repeated request then costs a lookup and a copy of
+// the decision instead of an evaluation; the decision says Cached, and its
+// EvalDuration is the time of the lookup. Only successful decisions are
+// kept; errors, timeouts and undefined decisions are evaluated again every
+// time. The cache lives and dies with the Engine: a reload starts empty.
+// Log the reason Cacheable gives when it says no, so that policy authors
+// see what costs them the cache:
+//
+//	if ok, why := eng.Cacheable(); !ok {
+//		logger.Info("policy decisions are not cached", "reason", why)
+//	}
+//
 // # Performance
 //
 // Evaluate converts the input to an AST value by hand (about four times
@@ -44,4 +66,14 @@
 // On a 2-core AMD EPYC, an allowed request takes a median 46 µs with the
 // example policy (examples/policy) and 20 µs with the default policy,
 // including decoding (BenchmarkEvaluateExample, BenchmarkEvaluateDefault).
+//
+// A decision cache hit skips all of that: building the key, a map lookup
+// under a shard's read lock and a deep copy of the decision take about
+// 1 µs (BenchmarkEvaluateExampleCached; 884 B in 10 allocations, almost
+// all of it the copy), and 8 goroutines on 2 cores contend on nothing but
+// the allocator (BenchmarkEvaluateExampleCachedParallel: the same figure
+// whether they all hit one entry or each its own). A miss costs about 2 µs
+// more than no cache (key, copy, insertion; BenchmarkEvaluateExampleMiss).
+// A full cache of the example policy's decisions holds about 1.3 KB per
+// entry, some 5 MB at [DefaultCacheSize].
 package policy

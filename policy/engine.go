@@ -42,12 +42,21 @@ type Options struct {
 	// Data, when set, is merged into data next to the loaded data files
 	// (a conflicting key is a load error). Values must be JSON-like.
 	Data map[string]any
+	// CacheSize bounds the decision cache: the number of decisions the
+	// engine memoizes when the policy is a pure function of the request
+	// (see [Engine.Cacheable]). 0 means [DefaultCacheSize]; a negative
+	// value turns the cache off, so that every request is evaluated. An
+	// entry takes about the size of its request plus 1 to 2 KB (the
+	// example policy's allow decision: 1.3 KB).
+	CacheSize int
 }
 
-// Engine is a compiled, prepared policy. It is immutable and safe for
-// concurrent use by many goroutines. To reload, call [Load] again and swap
-// the pointer (for example with atomic.Pointer[Engine]); Load has no side
-// effects, so a policy that fails to load never replaces the running one.
+// Engine is a compiled, prepared policy. It is immutable (but for its
+// internally synchronized decision cache, see [Engine.Cacheable]) and safe
+// for concurrent use by many goroutines. To reload, call [Load] again and
+// swap the pointer (for example with atomic.Pointer[Engine]); Load has no
+// side effects, so a policy that fails to load never replaces the running
+// one, and the new engine starts with an empty cache.
 type Engine struct {
 	pq       rego.PreparedEvalQuery
 	query    string
@@ -55,6 +64,13 @@ type Engine struct {
 	revision string
 	source   string
 	modules  []string
+
+	// impure says why the policy's decisions may vary for equal cache keys
+	// (see impurity); "" = they cannot.
+	impure string
+	// cache memoizes decisions; nil when the policy is impure or the cache
+	// is off. Shared by the copies WithTimeout makes.
+	cache *decisionCache
 }
 
 // Load reads, compiles and prepares the policy in opts.Paths. Errors name
@@ -63,6 +79,9 @@ type Engine struct {
 // errors, is undefined (write a `default decision := {...}`), or yields a
 // malformed decision: a policy that would deny everything by accident is
 // caught here instead of at the first request.
+//
+// Load also decides, by looking at the compiled rules, whether the
+// policy's decisions can be memoized; see [Engine.Cacheable].
 func Load(ctx context.Context, opts Options) (*Engine, error) {
 	e, err := load(ctx, opts, nil, strings.Join(opts.Paths, ", "))
 	if err != nil {
@@ -139,6 +158,7 @@ func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine
 		source:   source,
 	}
 	e.modules = slices.Sorted(maps.Keys(l.modules))
+	e.impure = impurity(compiler)
 
 	// Smoke evaluation; a generous deadline so a cold first run on a busy
 	// machine does not fail a good policy.
@@ -158,7 +178,9 @@ func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine
 		}
 		return nil, fmt.Errorf("smoke evaluation: %w", d.Err)
 	}
-	return e, nil
+	// The cache starts after the smoke evaluation: a synthetic request
+	// has no business in it.
+	return e.withCache(opts.CacheSize), nil
 }
 
 func isDataRef(expr *ast.Expr) bool {
@@ -214,7 +236,8 @@ func (e *Engine) Timeout() time.Duration {
 }
 
 // WithTimeout returns a copy of e whose evaluations have deadline d
-// (d <= 0 means [DefaultTimeout]). The copy shares the compiled policy.
+// (d <= 0 means [DefaultTimeout]). The copy shares the compiled policy and
+// the decision cache (a cached decision is one that evaluated in time).
 func (e *Engine) WithTimeout(d time.Duration) *Engine {
 	if e == nil {
 		return nil
@@ -227,13 +250,74 @@ func (e *Engine) WithTimeout(d time.Duration) *Engine {
 	return &c
 }
 
+// WithCacheSize returns a copy of e with an empty decision cache of n
+// entries, as Options.CacheSize: 0 means [DefaultCacheSize], a negative n
+// turns the cache off. It is how to size the cache of the built-in policy
+// ([Default]). The copy shares the compiled policy. An impure policy (see
+// [Engine.Cacheable]) gets no cache whatever n is.
+func (e *Engine) WithCacheSize(n int) *Engine {
+	if e == nil {
+		return nil
+	}
+	return e.withCache(n)
+}
+
+// withCache returns a copy of e with a new cache of n entries (see
+// Options.CacheSize).
+func (e *Engine) withCache(n int) *Engine {
+	c := *e
+	c.cache = nil
+	if n == 0 {
+		n = DefaultCacheSize
+	}
+	if n > 0 && c.impure == "" {
+		c.cache = newDecisionCache(n)
+	}
+	return &c
+}
+
+// Cacheable reports whether e memoizes decisions, and when it does not,
+// why, for the logs: a policy place such as "policy.rego:12:5: calls
+// time.now_ns, which is non-deterministic", or that the cache is off.
+//
+// Load decides it by looking at the compiled rules (all of them, reached by
+// the query or not), conservatively: a policy is cacheable when its
+// decisions can depend only on input.argv, input.exe, input.peer and
+// input.socket and on data (fixed for the Engine's lifetime; a reload makes
+// a new Engine with an empty cache). So it must not read input.request_id
+// or input.time, read input in a way that cannot be seen through (bare
+// input as in walk(input) or object.get(input, ...), or input[k] with a
+// non-constant k), or call a non-deterministic builtin (time.now_ns,
+// rand.intn, uuid.rfc4122, http.send, net.lookup_ip_addr, opa.runtime,
+// io.jwt.decode_verify, the crypto.x509 chain verifications, ...).
+//
+// A cacheable engine keeps up to Options.CacheSize decisions, keyed by
+// argv, exe, peer (pid, uid, gid, user, group, exe) and socket; requests
+// whose key exceeds 4 KiB are always evaluated. Only successful decisions
+// are kept, allows and denies alike, never errors, timeouts or undefined
+// decisions. A decision served from the cache has Cached set, EvalDuration
+// is the time of the lookup, and it is a deep copy the caller may change.
+func (e *Engine) Cacheable() (ok bool, reason string) {
+	switch {
+	case e == nil:
+		return false, "no policy loaded"
+	case e.impure != "":
+		return false, e.impure
+	case e.cache == nil:
+		return false, "decision cache turned off (cache size < 0)"
+	}
+	return true, ""
+}
+
 var noMetrics = metrics.NoOp()
 
 // Evaluate asks the policy about one request. It never returns Allow on an
 // error: a nil engine, an evaluation error, an undefined decision, a
 // timeout (Options.Timeout, or ctx ending first) or a malformed decision all
 // give a deny with Err set and a generic Message. Revision and EvalDuration
-// are always filled. Safe for concurrent use.
+// are always filled. When the engine is [Engine.Cacheable], a request equal
+// to an earlier one but for RequestID and Time gets the earlier decision
+// from the cache, with Cached set. Safe for concurrent use.
 func (e *Engine) Evaluate(ctx context.Context, in Input) (d Decision) {
 	start := time.Now()
 	if in.Time.IsZero() {
@@ -253,6 +337,19 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (d Decision) {
 	}
 	if err := ctx.Err(); err != nil {
 		return failed(fmt.Errorf("%w: %w", ErrCanceled, err))
+	}
+
+	var (
+		kbuf [256]byte
+		key  []byte // nil: do not cache
+	)
+	if e.cache != nil {
+		if key = appendCacheKey(kbuf[:0], &in); len(key) > maxCacheKeyBytes {
+			key = nil
+		} else if cd, ok := e.cache.get(key); ok {
+			cd.Cached = true
+			return cd
+		}
 	}
 
 	// Cancel through topdown directly: no goroutine per evaluation, unlike
@@ -291,6 +388,9 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (d Decision) {
 	d, err = DecodeDecision(t.Value)
 	if err != nil {
 		return failed(err)
+	}
+	if key != nil {
+		e.cache.put(key, d)
 	}
 	return d
 }

@@ -65,6 +65,7 @@ func (cn *conn) recordDecision(req *Request, v *Verdict) error {
 		Peer:         auditPeer(req.Peer),
 		Revision:     v.Revision,
 		EvalDuration: v.EvalDuration,
+		Cached:       v.Cached,
 	}
 	if v.Err != nil {
 		d.Error = v.Err.Error()

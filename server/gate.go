@@ -62,6 +62,9 @@ type Verdict struct {
 	Revision string
 	// EvalDuration is how long the judgement took.
 	EvalDuration time.Duration
+	// Cached reports that the verdict is a memoized decision of the same
+	// policy revision (see policy.Engine.Cacheable).
+	Cached bool
 	// Err is the error that made the verdict a deny, if any (for the
 	// audit trail; the client sees only Message).
 	Err error

@@ -95,6 +95,7 @@ func (g *PolicyGate) Authorize(ctx context.Context, req *Request) (*Verdict, err
 		Reasons:      d.Reasons,
 		Revision:     d.Revision,
 		EvalDuration: d.EvalDuration,
+		Cached:       d.Cached,
 		Err:          d.Err,
 	}
 	if !d.Allow {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,5 +107,53 @@ decision := {"allow": true, "run_as": {"user": "65534", "group": "65534"}} if in
 	if !strings.Contains(ts.logs.String(), `"action":"policy.reload","outcome":"failure"`) ||
 		!strings.Contains(ts.logs.String(), `"action":"policy.reload","outcome":"success"`) {
 		t.Error("reloads not audited")
+	}
+}
+
+// A repeated request gets the memoized decision of a pure policy (the
+// embedded default), recorded as such; a policy that reads the clock is
+// evaluated every time, and the log says why.
+func TestDecisionCache(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		policy string // "" = the embedded default
+		cached bool
+		log    string
+	}{
+		{"pure", "", true, "policy decisions are cached"},
+		{"reads the clock", `package sockwarden
+
+decision := {"allow": time.now_ns() > 0, "run_as": {"user": "65534", "group": "65534"}}
+`, false, "calls time.now_ns"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var args []string
+			if tt.policy != "" {
+				dir := shortTempDir(t)
+				os.WriteFile(filepath.Join(dir, "p.rego"), []byte(tt.policy), 0o644)
+				args = []string{"-p", dir}
+			}
+			ts, tr := startAuditServer(t, args...)
+			mark := tr.count(t)
+			for range 3 {
+				got := exchange(t, ts.Socket, request([]string{"echo", "hi"}, nil, true))
+				if want := pairs("stdout", "hi\n", "exitcode", "0"); !bytes.Equal(got, want) {
+					t.Fatalf("reply %q", got)
+				}
+			}
+			var cached []bool
+			for _, r := range tr.since(t, mark) {
+				if r.Action() == "exec.decision" {
+					cached = append(cached, r.Get("sockwarden.policy.cached") == true)
+				}
+			}
+			want := []bool{false, tt.cached, tt.cached}
+			if !slices.Equal(cached, want) {
+				t.Errorf("cached per decision %v, want %v", cached, want)
+			}
+			if !strings.Contains(ts.logs.String(), tt.log) {
+				t.Errorf("log does not say %q", tt.log)
+			}
+		})
 	}
 }

@@ -305,6 +305,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if len(cfg.Policy.Paths) == 0 {
 		log.Info("no policy configured: the embedded default policy admits only callers with the server's uid, sandboxed (see sockwarden check)")
 	}
+	logCacheable(log, engine)
 
 	if trail != nil {
 		ev := serverEvent(sc.Socket, "sockwarden started")
@@ -417,11 +418,20 @@ func loadPolicy(c config.Policy) (*policy.Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		return e.WithTimeout(time.Duration(c.EvalTimeout)), nil
+		return e.WithTimeout(time.Duration(c.EvalTimeout)).WithCacheSize(c.CacheSize), nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return policy.Load(ctx, policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout)})
+	return policy.Load(ctx, policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout), CacheSize: c.CacheSize})
+}
+
+// logCacheable says whether e's decisions are memoized, and why not.
+func logCacheable(log *slog.Logger, e *policy.Engine) {
+	if ok, why := e.Cacheable(); ok {
+		log.Info("policy decisions are cached: the policy is a pure function of argv, exe, peer and socket")
+	} else {
+		log.Info("policy decisions are not cached", "why", why)
+	}
 }
 
 // reloadPolicy loads the policy again and puts it in force only if it
@@ -437,6 +447,7 @@ func reloadPolicy(log *slog.Logger, c config.Policy, gate *server.PolicyGate, tr
 	} else {
 		gate.Swap(e)
 		log.Info("policy reloaded", "source", e.Source(), "revision", e.Revision())
+		logCacheable(log, e)
 		rec.Revision, rec.Source = e.Revision(), e.Source()
 	}
 	if trail != nil {

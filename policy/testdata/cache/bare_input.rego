@@ -1,0 +1,8 @@
+# The whole input document held in a rule.
+package sockwarden
+
+req := input
+
+default decision := {"allow": false}
+
+decision := {"allow": true} if req.peer.uid == 33
