@@ -84,8 +84,7 @@ type conn struct {
 
 	wmu        sync.Mutex // serializes writes to c
 	werr       error      // first write error, under wmu
-	writeFail  chan struct{}
-	outLimit   chan struct{}
+	r          *runner    // the running program's state, once started
 	limitOnce  sync.Once
 	outBytes   atomic.Int64 // stdout + stderr bytes read from the child
 	stdout     streamStats  // forwarded to the client
@@ -103,13 +102,11 @@ type streamStats struct {
 
 func newConn(s *Server, c *net.UnixConn) *conn {
 	return &conn{
-		s:         s,
-		c:         c,
-		id:        newRequestID(),
-		since:     time.Now(),
-		log:       s.log,
-		writeFail: make(chan struct{}),
-		outLimit:  make(chan struct{}),
+		s:     s,
+		c:     c,
+		id:    newRequestID(),
+		since: time.Now(),
+		log:   s.log,
 	}
 }
 
@@ -119,17 +116,40 @@ func (cn *conn) info() ConnInfo {
 	return ConnInfo{RequestID: cn.id, Peer: cn.peer, Argv: cn.argv, ChildPid: cn.pid, Since: cn.since}
 }
 
-// serve runs one connection from accept to close.
+// serve runs one connection from accept until its request is answered
+// or its program started. From then on the connection of a running
+// program has no goroutine of its own: events drive it (see run), and the
+// goroutine that sees the program exit ends it.
 func (cn *conn) serve(ctx context.Context) {
-	defer cn.c.Close()
-	defer cn.release()
-	defer cn.s.served.Add(1)
+	br := getReader(cn.c)
+	if cn.start(ctx, br) {
+		return // handed over to the runner, which ends the connection
+	}
+	putReader(br)
+	cn.end()
+}
+
+// end closes the connection and gives its slot back.
+func (cn *conn) end() {
+	s := cn.s
+	s.served.Add(1)
+	cn.release()
+	cn.c.Close()
+	s.mu.Lock()
+	delete(s.conns, cn)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// start reads, judges and answers the request, or starts its program and
+// hands the connection over to run: then it reports true.
+func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 	cfg := &cn.s.cfg
 
 	peer, err := peerCred(cn.c)
 	if err != nil {
 		cn.log.Error("closing connection", "request_id", cn.id, "err", err)
-		return
+		return false
 	}
 	cn.s.names.describe(&peer)
 	cn.mu.Lock()
@@ -141,7 +161,6 @@ func (cn *conn) serve(ctx context.Context) {
 	if cfg.Deadline > 0 {
 		deadline = cn.since.Add(cfg.Deadline)
 	}
-	br := bufio.NewReaderSize(cn.c, connReadBufSize)
 	dec := netstring.NewDecoder(br, maxArgcDigits)
 
 	// Reading the request is bounded by the deadline and interrupted by
@@ -152,7 +171,7 @@ func (cn *conn) serve(ctx context.Context) {
 	stop()
 	if err != nil {
 		cn.requestError(ctx, err, dec.Offset())
-		return
+		return false
 	}
 	cn.c.SetReadDeadline(time.Time{}) // from here the deadline kills the child
 	cn.mu.Lock()
@@ -163,18 +182,18 @@ func (cn *conn) serve(ctx context.Context) {
 	// written (unless the operator chose best effort).
 	if err := cn.s.auditHealthy(); err != nil {
 		cn.refuseUnaudited(br, err)
-		return
+		return false
 	}
 	exe, lookErr := resolveExe(argv[0], cfg.Path)
 	req := &Request{ID: cn.id, Argv: argv, Exe: exe, Peer: peer, Socket: cfg.Socket, Time: time.Now()}
-	v, err := cfg.Authorizer.Authorize(ctx, req)
+	v, err := judges.authorize(ctx, cfg.Authorizer, req)
 	if err != nil {
 		cn.log.Error("authorizer failed; denying", "err", err)
 		v = &Verdict{Message: "policy error", Err: err}
 	}
 	if err := cn.recordDecision(req, v); err != nil && v.Allow {
 		cn.refuseUnaudited(br, err)
-		return
+		return false
 	}
 	if !v.Allow {
 		msg := v.Message
@@ -183,7 +202,7 @@ func (cn *conn) serve(ctx context.Context) {
 		}
 		cn.log.Info("request denied", "argv", argv, "exe", exe, "message", msg, "reasons", v.Reasons)
 		cn.replyNotRun(br, fmt.Sprintf("sockwarden: denied: %s (request %s)\n", oneLine(msg), cn.id), StatusDenied)
-		return
+		return false
 	}
 	if lookErr != nil {
 		cn.log.Info("program not found", "argv0", argv[0], "err", lookErr)
@@ -193,7 +212,7 @@ func (cn *conn) serve(ctx context.Context) {
 		spec.Path = exe
 		cn.recordStartError(&spec, lookErr)
 		cn.replyNotRun(br, fmt.Sprintf("sockwarden: %q: %v\n", argv[0], lookErr), StatusNotFound)
-		return
+		return false
 	}
 
 	spec := v.Spec
@@ -210,7 +229,7 @@ func (cn *conn) serve(ctx context.Context) {
 		cn.log.Info("cannot start program", "exe", exe, "err", err)
 		cn.recordStartError(&spec, err)
 		cn.replyNotRun(br, fmt.Sprintf("sockwarden: %q: %v\n", argv[0], err), status)
-		return
+		return false
 	}
 	cn.mu.Lock()
 	cn.pid = proc.Pid
@@ -222,7 +241,7 @@ func (cn *conn) serve(ctx context.Context) {
 		proc.Wait()
 		closeProc(proc)
 		cn.refuseUnaudited(br, err)
-		return
+		return false
 	}
 	cn.log.Debug("started", "argv", argv, "exe", exe, "pid", proc.Pid)
 
@@ -235,7 +254,8 @@ func (cn *conn) serve(ctx context.Context) {
 			deadline = d
 		}
 	}
-	cn.run(ctx, proc, dec, v, deadline, killTimeout)
+	cn.run(ctx, proc, br, dec, v, deadline, killTimeout)
+	return true
 }
 
 // readArgv reads argc and argv.
@@ -377,8 +397,10 @@ func (cn *conn) release() {
 // new one only takes what has already arrived (overflowLinger), so
 // lingering costs at most about MaxConns connections at a time.
 func (cn *conn) linger(drain func()) {
-	cn.c.CloseWrite()
+	// The slot first: a client that sees the end of the reply and at once
+	// connects again must find it free.
 	cn.release()
+	cn.c.CloseWrite()
 	d := cn.s.cfg.Linger
 	if cn.s.lingering.Add(1) > int64(cn.s.cfg.MaxConns) {
 		d = overflowLinger
@@ -397,144 +419,30 @@ func appendExitCode(b []byte, status int) []byte {
 	return netstring.AppendString(b, strconv.Itoa(status))
 }
 
-// write sends b to the client; the first failure is remembered and
-// signalled on writeFail.
+// write sends b to the client; the first failure is remembered and, while
+// a program runs, kills it (the client is gone).
 func (cn *conn) write(b []byte) error {
 	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
-	if cn.werr != nil {
-		return cn.werr
-	}
-	if _, err := cn.c.Write(b); err != nil {
-		cn.werr = err
-		close(cn.writeFail)
+	if err := cn.werr; err != nil {
+		cn.wmu.Unlock()
 		return err
 	}
-	return nil
-}
-
-// run pumps a started child's streams until it has exited and its output
-// is drained, then sends the final pair.
-func (cn *conn) run(ctx context.Context, proc *sandbox.Process, dec *netstring.Decoder, v *Verdict, deadline time.Time, killTimeout time.Duration) {
-	var outputs sync.WaitGroup
-	outputs.Add(2)
-	go cn.pumpOutput(&outputs, proc.Stdout, "6:stdout,", &cn.stdout, v.MaxOutputBytes)
-	go cn.pumpOutput(&outputs, proc.Stderr, "6:stderr,", &cn.stderr, v.MaxOutputBytes)
-	stdinDone := make(chan error, 1)
-	go func() { stdinDone <- cn.pumpStdin(dec, proc.Stdin, v.MaxStdinBytes) }()
-	type waited struct {
-		st  *sandbox.State
-		err error
+	_, err := cn.c.Write(b)
+	cn.werr = err
+	cn.wmu.Unlock()
+	if err != nil && cn.r != nil {
+		cn.r.event(evWriteFail)
 	}
-	exited := make(chan waited, 1)
-	go func() {
-		awaitExit(proc.Pid)
-		st, err := proc.Wait()
-		exited <- waited{st, err}
-	}()
-
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
-	k := &killer{cn: cn, proc: proc, timeout: killTimeout, log: cn.log}
-	// Once a kill has started, a client that does not read may hold up the
-	// output and the reply for this long: the escalation, the drain of the
-	// pipes and a second to spare.
-	writeGrace := 2*killTimeout + time.Second
-	defer k.stop()
-	done, stdinCh, writeFail, outLimit := ctx.Done(), (<-chan error)(stdinDone), cn.writeFail, cn.outLimit
-	stdinFinished := false
-	var w waited
-wait:
-	for {
-		select {
-		case w = <-exited:
-			break wait
-		case <-timeout:
-			timeout = nil
-			k.kill(KillTimeout)
-			cn.c.SetWriteDeadline(time.Now().Add(writeGrace))
-		case <-done:
-			done = nil
-			k.kill(KillShutdown)
-			cn.c.SetWriteDeadline(time.Now().Add(writeGrace))
-		case err := <-stdinCh:
-			stdinCh, stdinFinished = nil, true
-			var pe *ProtocolError
-			if errors.As(err, &pe) {
-				cn.log.Warn("malformed stdin; closing connection", "err", err)
-				cn.recordProtocolError(pe)
-				k.kill(KillProtocolError)
-			} else {
-				k.kill(KillDisconnect)
-			}
-			cn.c.SetWriteDeadline(aLongTimeAgo)
-		case <-writeFail:
-			writeFail = nil
-			k.kill(KillDisconnect)
-		case <-outLimit:
-			outLimit = nil
-			k.kill(KillOutputLimit)
-		}
-	}
-	// Whatever the leader left behind in its group went with it: Wait
-	// killed the group before reaping the leader.
-	k.stop()
-
-	// Drain the output pipes. A process that escaped the group could hold
-	// them open forever, so the wait is bounded.
-	drained := make(chan struct{})
-	go func() {
-		outputs.Wait()
-		close(drained)
-	}()
-	select {
-	case <-drained:
-	case <-time.After(killTimeout):
-		cn.log.Warn("output pipes still open after the child exited; closing them")
-		proc.Stdout.Close()
-		proc.Stderr.Close()
-		<-drained
-	}
-	closeProc(proc)
-
-	if w.err != nil {
-		cn.log.Error("waiting for child", "err", w.err)
-		return
-	}
-	st := w.st
-	cn.log.Debug("child ended", "exit_code", st.ExitCode, "signal", signalName(st.Signal),
-		"wall", st.Wall, "kill_reason", k.reason, "escalated", k.escalated.Load(),
-		"stdin_bytes", cn.stdinBytes.Load(), "stdout_bytes", cn.stdout.bytes.Load(), "stderr_bytes", cn.stderr.bytes.Load())
-	cn.recordExit(proc, st)
-	if k.reason == KillDisconnect || k.reason == KillProtocolError {
-		return
-	}
-	var b []byte
-	if st.Signal != 0 {
-		b = netstring.AppendString(b, "termsig")
-		b = netstring.AppendString(b, signalName(st.Signal))
-	} else {
-		b = appendExitCode(b, st.ExitCode)
-	}
-	if err := cn.write(b); err != nil {
-		return
-	}
-	if !stdinFinished {
-		cn.linger(func() { <-stdinDone })
-	}
+	return err
 }
 
 // awaitExit returns once the child pid (started, not yet reaped) has
-// exited. It waits in the runtime's poller on a pidfd, not in a blocking
-// waitid(2): a goroutine blocked in a system call holds an OS thread, and
-// the Go runtime keeps every thread it ever started, so N programs
-// running at once would leave N idle threads behind for the life of the
-// server. Without pidfds it returns at once, and the caller's Wait
-// blocks as before.
+// exited, for a server without a poller (see watchExit). It waits in the
+// runtime's poller on a pidfd, not in a blocking waitid(2): a goroutine
+// blocked in a system call holds an OS thread, and the Go runtime keeps
+// every thread it ever started, so N programs running at once would leave
+// N idle threads behind for the life of the server. Without pidfds it
+// returns at once, and the caller's Wait blocks as before.
 func awaitExit(pid int) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
@@ -553,50 +461,6 @@ func awaitExit(pid int) {
 		n, err := unix.Poll(pfd, 0)
 		return n > 0 || (err != nil && err != unix.EINTR)
 	})
-}
-
-// pumpStdin forwards the client's stdin netstrings to the child until the
-// client closes the connection. After "0:," (or once the child stops
-// reading), further input is read and discarded. It returns a
-// *ProtocolError for malformed input, else the read error (io.EOF when the
-// client closed).
-func (cn *conn) pumpStdin(dec *netstring.Decoder, stdin io.WriteCloser, max int64) error {
-	open := true
-	closeStdin := func() {
-		if open {
-			stdin.Close()
-			open = false
-		}
-	}
-	defer closeStdin()
-	for {
-		n, err := dec.Header()
-		if err != nil {
-			return inputError(err, dec.Offset())
-		}
-		if n == 0 {
-			closeStdin()
-		} else if open {
-			fwd := n
-			if max > 0 && cn.stdinBytes.Load()+n > max {
-				fwd = max - cn.stdinBytes.Load()
-				cn.stdinTrunc.Store(true)
-			}
-			bp := stdinBufs.Get().(*[]byte) // only while data flows
-			w, err := io.CopyBuffer(stdinWriter{cn, stdin}, io.LimitReader(dec.Body(), fwd), *bp)
-			stdinBufs.Put(bp)
-			cn.stdinBytes.Add(w)
-			if err != nil && !isWriteSideError(err) {
-				return inputError(err, dec.Offset())
-			}
-			if err != nil || fwd < n {
-				closeStdin() // the child stopped reading, or the cap was hit
-			}
-		}
-		if err := dec.Trailer(); err != nil {
-			return inputError(err, dec.Offset())
-		}
-	}
 }
 
 // errHangup is returned by a write to the child's stdin that was blocked
@@ -669,45 +533,6 @@ func inputError(err error, off int64) error {
 		return &ProtocolError{Offset: off, Err: err}
 	}
 	return err
-}
-
-// pumpOutput forwards one output pipe as typed netstrings. Reads wait for
-// readiness before taking a buffer, so an idle child costs no buffer.
-func (cn *conn) pumpOutput(wg *sync.WaitGroup, r io.Reader, typ string, st *streamStats, max int64) {
-	defer wg.Done()
-	var raw syscall.RawConn
-	if sc, ok := r.(syscall.Conn); ok {
-		raw, _ = sc.SyscallConn()
-	}
-	forward := true
-	for {
-		bp, n, err := readPooled(r, raw)
-		if n > 0 && forward {
-			if max > 0 {
-				if total := cn.outBytes.Add(int64(n)); total > max {
-					n -= int(min(total-max, int64(n)))
-					st.truncated.Store(true)
-					cn.limitOnce.Do(func() { close(cn.outLimit) })
-					forward = false
-				}
-			} else {
-				cn.outBytes.Add(int64(n))
-			}
-			if n > 0 {
-				if cn.writeFrame(typ, *bp, n) != nil {
-					forward = false // keep draining so the child never blocks on us
-				} else {
-					st.bytes.Add(int64(n))
-				}
-			}
-		}
-		if bp != nil {
-			outBufs.Put(bp)
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // readPooled reads from r into a pooled buffer at offset frameHead.

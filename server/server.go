@@ -186,13 +186,8 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		s.conns[cn] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			cn.serve(s.ctx) // gives its slot back (cn.release) by the time it returns
-			s.mu.Lock()
-			delete(s.conns, cn)
-			s.mu.Unlock()
-		}()
+		// Its end (cn.end) gives the slot back and calls s.wg.Done.
+		go cn.serve(s.ctx)
 	}
 }
 

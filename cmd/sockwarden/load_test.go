@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sockwarden/sockwarden/netstring"
+	"github.com/sockwarden/sockwarden/policy"
 )
 
 // Load and leak tests. They take minutes, so they run only when asked:
@@ -134,8 +135,11 @@ func TestLoadThroughput(t *testing.T) {
 	}
 
 	// Warm up at the same concurrency, so that the baseline includes what
-	// the runtime keeps for it, then let the lingering connections go.
-	if _, errs, _ := run(500); len(errs) > 0 {
+	// the runtime keeps for it and a full decision cache (every request
+	// differs, so each is a new entry: the run must not grow it further),
+	// then let the lingering connections go.
+	const warm = policy.DefaultCacheSize + 500
+	if _, errs, _ := run(warm); len(errs) > 0 {
 		t.Fatalf("warm-up: %d errors; first: %s", len(errs), errs[0])
 	}
 	time.Sleep(2 * time.Second)
@@ -166,7 +170,7 @@ func TestLoadThroughput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ran := total + 500 // the run and the warm-up
+	ran := total + warm // the run and the warm-up
 	for _, a := range []string{"exec.decision", "exec.start", "exec.exit"} {
 		if n := bytes.Count(data, []byte(`"action":"`+a+`"`)); n != ran {
 			t.Errorf("%d %s records, want %d", n, a, ran)
