@@ -282,7 +282,9 @@ func TestLoadHeldConnections(t *testing.T) {
 		len(evals), percentile(evals, 0.5), percentile(evals, 0.99), evals[len(evals)-1])
 	// Still answers (the limit is 2100).
 	ts.assertAlive(t)
-	if perConn > 256 {
+	// About 15-17 KiB measured here (these clients keep stdin open);
+	// a thread or a few goroutines per request would be 35-100.
+	if perConn > 64 {
 		t.Errorf("%.1f KiB of server memory per held connection", perConn)
 	}
 
