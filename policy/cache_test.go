@@ -634,3 +634,47 @@ func TestCacheConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// Lookup answers only from the cache: nothing before the first
+// evaluation, then what Evaluate would return, a copy each time; never
+// anything for a policy that is not cacheable.
+func TestLookup(t *testing.T) {
+	ctx := context.Background()
+	e := mustLoad(t, Options{Paths: []string{examplePolicy}})
+	in := exampleRequests()[0]
+	if d, ok := e.Lookup(ctx, in); ok {
+		t.Fatalf("Lookup before any evaluation: %+v", d)
+	}
+	want := e.Evaluate(ctx, in)
+	got, ok := e.Lookup(ctx, in)
+	if !ok || !got.Cached || got.Revision != e.Revision() {
+		t.Fatalf("Lookup after Evaluate: %v %+v", ok, got)
+	}
+	if !reflect.DeepEqual(normalized(got), normalized(want)) {
+		t.Errorf("Lookup:\n got  %+v\n want %+v", got, want)
+	}
+	if len(got.Reasons) > 0 {
+		got.Reasons[0] = "scribbled"
+		if again, _ := e.Lookup(ctx, in); again.Reasons[0] == "scribbled" {
+			t.Error("Lookup returned the cached decision itself, not a copy")
+		}
+	}
+	other := in
+	other.Argv = append([]string{}, in.Argv...)
+	other.Argv = append(other.Argv, "x")
+	if _, ok := e.Lookup(ctx, other); ok {
+		t.Error("Lookup found a decision for another argv")
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, ok := e.Lookup(canceled, in); ok {
+		t.Error("Lookup answered with a canceled context")
+	}
+
+	impure := mustLoad(t, Options{Paths: []string{"testdata/cache/time_now_ns.rego"}})
+	pin := peerInput(33, "true")
+	impure.Evaluate(ctx, pin)
+	if _, ok := impure.Lookup(ctx, pin); ok {
+		t.Error("Lookup answered for a policy that is not cacheable")
+	}
+}

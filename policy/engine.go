@@ -395,6 +395,30 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (d Decision) {
 	return d
 }
 
+// Lookup returns the memoized decision for in, as [Engine.Evaluate]
+// would return it, without evaluating: ok is false when the engine is not
+// [Engine.Cacheable] or has no decision for in yet (then call Evaluate).
+// It is cheap and shallow, for callers that evaluate elsewhere (on a
+// goroutine with a grown stack) only what the cache does not have.
+func (e *Engine) Lookup(ctx context.Context, in Input) (d Decision, ok bool) {
+	if e == nil || e.cache == nil || ctx.Err() != nil {
+		return Decision{}, false
+	}
+	start := time.Now()
+	var kbuf [256]byte
+	key := appendCacheKey(kbuf[:0], &in)
+	if len(key) > maxCacheKeyBytes {
+		return Decision{}, false
+	}
+	if d, ok = e.cache.get(key); !ok {
+		return Decision{}, false
+	}
+	d.Cached = true
+	d.Revision = e.revision
+	d.EvalDuration = time.Since(start)
+	return d, true
+}
+
 // failed is the deny for an error. The message is generic: the detail is
 // for the audit log (Err, Reasons), not for the client.
 func failed(err error) Decision {

@@ -845,7 +845,12 @@ func (cg *reqCgroup) finish() CgroupStats {
 	if !cg.empty {
 		st.Lingering = !drainEvents(cg.events, cgroupDrainTimeout)
 	}
-	d := readCumulative(cg.dirfd, cg.memory).since(cg.base)
+	now := readCumulative(cg.dirfd, cg.memory)
+	d := now.since(cg.base)
+	if cg.slot != nil {
+		// Empty now (or lingering, in which case it is not reused).
+		cg.slot.last, cg.slot.haveLast = now, !st.Lingering
+	}
 	st.CPU = time.Duration(d.cpuUsec) * time.Microsecond
 	st.OOMKills = d.oomKills
 	if cg.memory {

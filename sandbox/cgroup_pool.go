@@ -100,6 +100,12 @@ var cgDefaultLimits = map[string]string{
 type cgSlot struct {
 	path string
 	uses int // hand-outs so far
+	// last is the cumulative statistics read when the previous request
+	// finished, once the cgroup was empty: the base of the next request
+	// (nothing runs in an empty cgroup), so that a hand-out need not
+	// read them again. haveLast is false until then.
+	last     cgCumulative
+	haveLast bool
 	// limits are the limit files set to other values than a new
 	// cgroup's, as written.
 	limits map[string]string
@@ -342,7 +348,11 @@ func (p *cgPool) open(sl *cgSlot) (*reqCgroup, error) {
 	}
 	used := sl.uses > 0
 	if used {
-		cg.base = readCumulative(fd, p.memory)
+		if sl.haveLast {
+			cg.base = sl.last
+		} else {
+			cg.base = readCumulative(fd, p.memory)
+		}
 	}
 	if p.memory {
 		if err := cg.openPeak(used); err != nil {

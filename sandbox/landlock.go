@@ -3,8 +3,10 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
@@ -248,8 +250,13 @@ func buildRuleset(l *Landlock, abi int, restrictTCP bool) (int, error) {
 // the files its paths named when it was built, so a path that now names
 // another file gives another key.
 func rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, error) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "abi=%d tcp=%v scope=%v", abi, restrictTCP, l.Scope)
+	b := make([]byte, 0, 256)
+	b = append(b, "abi="...)
+	b = strconv.AppendInt(b, int64(abi), 10)
+	b = append(b, " tcp="...)
+	b = strconv.AppendBool(b, restrictTCP)
+	b = append(b, " scope="...)
+	b = strconv.AppendBool(b, l.Scope)
 	for _, r := range []struct {
 		tag   string
 		paths []string
@@ -258,17 +265,73 @@ func rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, error) {
 			if !strings.HasPrefix(path, "/") {
 				return "", fmt.Errorf("sandbox: landlock path %q is not absolute", path)
 			}
-			var st unix.Stat_t
-			if err := unix.Stat(path, &st); err != nil {
+			id, err := pathIDs.get(path)
+			if err != nil {
 				return "", fmt.Errorf("sandbox: landlock path %q: %w", path, err)
 			}
-			fmt.Fprintf(&b, " %s:%d:%d", r.tag, st.Dev, st.Ino)
+			b = append(b, ' ')
+			b = append(b, r.tag...)
+			b = append(b, ':')
+			b = strconv.AppendUint(b, id.dev, 10)
+			b = append(b, ':')
+			b = strconv.AppendUint(b, id.ino, 10)
 		}
 	}
 	if restrictTCP {
-		fmt.Fprintf(&b, " connect:%v bind:%v", l.ConnectTCP, l.BindTCP)
+		b = append(b, " connect:"...)
+		for _, p := range l.ConnectTCP {
+			b = strconv.AppendUint(append(b, ','), uint64(p), 10)
+		}
+		b = append(b, " bind:"...)
+		for _, p := range l.BindTCP {
+			b = strconv.AppendUint(append(b, ','), uint64(p), 10)
+		}
 	}
-	return b.String(), nil
+	return string(b), nil
+}
+
+// fileID is the identity of a file: device and inode.
+type fileID struct{ dev, ino uint64 }
+
+// pathIDs caches the identity of Landlock paths for a second: a ruleset
+// is keyed by the files its paths named when it was built, so that a
+// path replaced by another file gets a new ruleset, at most a second
+// later. Until then the children get the ruleset of the file the path
+// named a moment ago, which grants nothing on the new one.
+var pathIDs = &pathIDCache{m: map[string]pathIDEntry{}}
+
+const pathIDTTL = time.Second
+
+type pathIDCache struct {
+	mu sync.Mutex
+	m  map[string]pathIDEntry
+}
+
+type pathIDEntry struct {
+	id fileID
+	at time.Time
+}
+
+func (c *pathIDCache) get(path string) (fileID, error) {
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[path]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < pathIDTTL {
+		return e.id, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	id := fileID{dev: st.Dev, ino: st.Ino}
+	c.mu.Lock()
+	if len(c.m) >= 1024 { // many distinct paths: start over
+		clear(c.m)
+	}
+	c.m[path] = pathIDEntry{id: id, at: now}
+	c.mu.Unlock()
+	return id, nil
 }
 
 // rulesetCache keeps recently built rulesets by key. A ruleset can be

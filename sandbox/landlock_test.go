@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestLandlockFS(t *testing.T) {
@@ -261,5 +262,39 @@ func TestLandlockUnsupported(t *testing.T) {
 				t.Errorf("NoNewPrivs %q", st["NoNewPrivs"])
 			}
 		})
+	}
+}
+
+// A Landlock path replaced by another directory is granted as the new
+// one once the cached identity of the path has expired (a second): the
+// ruleset is keyed by the files the paths named, not by their names.
+func TestLandlockPathReplaced(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	needABI(t, 1)
+	d := worldDir(t, 0o755)
+	x := filepath.Join(d, "x")
+	for _, dir := range []string{x, x + ".new"} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte(filepath.Base(dir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := &Spec{Path: "/bin/cat", Args: []string{"cat", filepath.Join(x, "f")}, Credential: nobody,
+		Landlock: &Landlock{RO: append([]string{x}, sysRO...), BestEffort: true}}
+	if r := run(t, spec); r.stdout != "x" {
+		t.Fatalf("before: %q %q", r.stdout, r.stderr)
+	}
+	if err := os.Rename(x, x+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(x+".new", x); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(pathIDTTL + 100*time.Millisecond)
+	if r := run(t, spec); r.stdout != "x.new" {
+		t.Errorf("after the replacement: %q %q (exit %d)", r.stdout, r.stderr, r.state.ExitCode)
 	}
 }

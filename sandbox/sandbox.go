@@ -316,42 +316,33 @@ func Start(spec *Spec) (*Process, error) {
 		}
 	}()
 
-	inR, inW, err := os.Pipe()
+	child, in, out, errp, err := stdioPipes()
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: stdin pipe: %w", err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW)
-		return nil, fmt.Errorf("sandbox: stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW, outR, outW)
-		return nil, fmt.Errorf("sandbox: stderr pipe: %w", err)
+		return nil, err
 	}
 	cgroupFD := -1
 	if cg != nil {
 		// clone3(CLONE_INTO_CGROUP): the child is born in its cgroup.
 		cgroupFD = cg.dirfd
 	}
-	fp, err := newForkPlan(spec, plan, cgroupFD, [3]int{int(inR.Fd()), int(outW.Fd()), int(errW.Fd())})
+	fp, err := newForkPlan(spec, plan, cgroupFD, child)
 	if err != nil {
-		closeAll(inR, inW, outR, outW, errR, errW)
+		closeFDs(child[:])
+		closeAll(in, out, errp)
 		return nil, err
 	}
 	start := time.Now()
 	pid, pidfd, err := forkExec(fp)
-	closeAll(inR, outW, errW)
+	closeFDs(child[:])
 	if err != nil {
-		closeAll(inW, outR, errR)
+		closeAll(in, out, errp)
 		return nil, spawnError(spec.Path, err)
 	}
 	p := &Process{
 		Pid:    pid,
-		Stdin:  inW,
-		Stdout: outR,
-		Stderr: errR,
+		Stdin:  in,
+		Stdout: out,
+		Stderr: errp,
 		Cgroup: cgReport,
 		pidfd:  pidfd,
 		start:  start,
@@ -487,6 +478,49 @@ func waitid(idtype, id int, info *sigchldInfo, options int, ru *syscall.Rusage) 
 		return e
 	}
 	return nil
+}
+
+// stdioPipes makes the child's three pipes. The child's ends stay raw
+// descriptors (blocking, as programs expect; the caller closes them once
+// the child has them); the server's ends are non-blocking files in the
+// runtime's poller. Both are close-on-exec.
+func stdioPipes() (child [3]int, in, out, errp *os.File, err error) {
+	var files [3]*os.File
+	for i, name := range [3]string{"stdin", "stdout", "stderr"} {
+		var p [2]int
+		if err = unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			err = fmt.Errorf("sandbox: %s pipe: %w", name, err)
+			break
+		}
+		mine, theirs := p[0], p[1] // the server reads stdout and stderr
+		if i == 0 {
+			mine, theirs = p[1], p[0] // and writes stdin
+		}
+		child[i] = theirs
+		if _, err = unix.FcntlInt(uintptr(mine), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+			unix.Close(mine)
+			unix.Close(theirs)
+			err = fmt.Errorf("sandbox: %s pipe: %w", name, err)
+			break
+		}
+		files[i] = os.NewFile(uintptr(mine), "|"+name)
+	}
+	if err != nil {
+		for i, f := range files {
+			if f != nil {
+				f.Close()
+				unix.Close(child[i])
+			}
+		}
+		return child, nil, nil, nil, err
+	}
+	return child, files[0], files[1], files[2], nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 func closeAll(fs ...*os.File) {

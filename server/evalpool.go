@@ -42,8 +42,20 @@ var judges = &judgePool{
 	max:  int32(max(4, 2*runtime.GOMAXPROCS(0))),
 }
 
-// authorize returns a's verdict on req, computed on a judge goroutine.
+// cachedAuthorizer is an Authorizer that may have a verdict at hand
+// without evaluating anything (PolicyGate with a memoized decision).
+type cachedAuthorizer interface {
+	AuthorizeCached(ctx context.Context, req *Request) (*Verdict, bool)
+}
+
+// authorize returns a's verdict on req: at once when a has it cached,
+// else computed on a judge goroutine.
 func (p *judgePool) authorize(ctx context.Context, a Authorizer, req *Request) (*Verdict, error) {
+	if ca, ok := a.(cachedAuthorizer); ok {
+		if v, ok := ca.AuthorizeCached(ctx, req); ok {
+			return v, nil
+		}
+	}
 	j := &judgeJob{ctx: ctx, a: a, req: req, done: make(chan struct{})}
 	select {
 	case p.jobs <- j: // an idle judge took it

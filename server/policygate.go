@@ -77,7 +77,25 @@ func (g *PolicyGate) Swap(e *policy.Engine) { g.engine.Store(e) }
 
 // Authorize implements [Authorizer].
 func (g *PolicyGate) Authorize(ctx context.Context, req *Request) (*Verdict, error) {
-	in := policy.Input{
+	e := g.engine.Load()
+	return g.verdict(e.Evaluate(ctx, g.input(req))), nil
+}
+
+// AuthorizeCached is Authorize for a request whose decision the policy
+// engine has memoized (see policy.Engine.Lookup); ok is false otherwise.
+// It needs no evaluation, so the server calls it on the connection's
+// goroutine and hands only the rest to its judges.
+func (g *PolicyGate) AuthorizeCached(ctx context.Context, req *Request) (v *Verdict, ok bool) {
+	d, ok := g.engine.Load().Lookup(ctx, g.input(req))
+	if !ok {
+		return nil, false
+	}
+	return g.verdict(d), true
+}
+
+// input is the policy's view of req.
+func (g *PolicyGate) input(req *Request) policy.Input {
+	return policy.Input{
 		Argv: req.Argv,
 		Exe:  req.Exe,
 		Peer: policy.Peer{
@@ -88,7 +106,10 @@ func (g *PolicyGate) Authorize(ctx context.Context, req *Request) (*Verdict, err
 		RequestID: req.ID,
 		Time:      req.Time,
 	}
-	d := g.engine.Load().Evaluate(ctx, in)
+}
+
+// verdict turns the decision d into a verdict with its sandbox.
+func (g *PolicyGate) verdict(d policy.Decision) *Verdict {
 	v := &Verdict{
 		Allow:        d.Allow,
 		Message:      d.Message,
@@ -99,7 +120,7 @@ func (g *PolicyGate) Authorize(ctx context.Context, req *Request) (*Verdict, err
 		Err:          d.Err,
 	}
 	if !d.Allow {
-		return v, nil
+		return v
 	}
 	if err := g.sandbox(&d, v); err != nil {
 		// The policy allowed a sandbox this server cannot set up: deny.
@@ -108,7 +129,7 @@ func (g *PolicyGate) Authorize(ctx context.Context, req *Request) (*Verdict, err
 		v.Err = err
 		v.Reasons = append(v.Reasons, "sandbox: "+err.Error())
 	}
-	return v, nil
+	return v
 }
 
 // sandbox fills v's Spec and limits from the decision and the defaults.
