@@ -36,6 +36,7 @@ fuzz:
 # standard set against a fresh server, with ratios to the bare spawn loop.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 5 ./netstring ./policy ./audit ./server | tee bench-go.txt
+	$(GO) test -run '^$$' -bench Spawn -benchtime 1s -count 3 ./sandbox | tee -a bench-go.txt
 	$(GO) build -o bin/sockwarden ./cmd/sockwarden
 	scripts/bench.sh bin/sockwarden
 

@@ -126,3 +126,23 @@ func TestInheritedIgnoredSignal(t *testing.T) {
 		t.Errorf("child ignores %s, want nothing", f[3])
 	}
 }
+
+// PidFD turns readable when the child exits, not before; Wait then reaps.
+func TestPidFD(t *testing.T) {
+	t.Parallel()
+	p, err := Start(&Spec{Path: "/bin/sleep", Args: []string{"sleep", "0.3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(p.PidFD()), Events: unix.POLLIN}}
+	if n, err := unix.Poll(pfd, 0); n != 0 || err != nil {
+		t.Errorf("pidfd ready while the child runs: %d %v", n, err)
+	}
+	if n, err := unix.Poll(pfd, 5000); n != 1 || err != nil || pfd[0].Revents&unix.POLLIN == 0 {
+		t.Errorf("pidfd not ready after the child's exit: %d %v %#x", n, err, pfd[0].Revents)
+	}
+	r := collect(t, p)
+	if r.state.ExitCode != 0 {
+		t.Errorf("exit %+v", r.state)
+	}
+}

@@ -380,6 +380,14 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	return cgErr
 }
 
+// PidFD returns a pidfd (pidfd_open(2)) of the child, which becomes
+// readable (POLLIN) when the child exits: a caller can wait for the exit
+// with poll(2) or epoll(7) before calling Wait, without a thread blocked
+// in waitid(2). The descriptor belongs to p: it is valid until Wait
+// returns, when Wait closes it; the caller must not close it, and must
+// stop polling it before calling Wait.
+func (p *Process) PidFD() int { return p.pidfd }
+
 // Kill sends SIGKILL to the child's whole process group and kills its
 // cgroup.
 func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }

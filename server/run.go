@@ -196,26 +196,23 @@ func (r *runner) finish(st *sandbox.State, err error) {
 }
 
 // watchExit calls done with how proc ended, once it has, on a goroutine
-// of its own. The wait is a pidfd registered with the poller: no
-// goroutine waits meanwhile.
+// of its own. The wait is the child's pidfd registered with the poller:
+// no goroutine waits meanwhile. The registration is removed before Wait,
+// which closes the pidfd.
 func watchExit(p *poller, proc *sandbox.Process, done func(*sandbox.State, error)) {
 	reap := func() {
 		st, err := proc.Wait()
 		done(st, err)
 	}
 	if p != nil {
-		if fd, err := unix.PidfdOpen(proc.Pid, unix.PIDFD_NONBLOCK); err == nil {
-			_, err := p.register(rawFD(fd), unix.EPOLLIN, func(r *pollReg) {
-				go func() {
-					r.remove()
-					unix.Close(fd)
-					reap()
-				}()
-			})
-			if err == nil {
-				return
-			}
-			unix.Close(fd)
+		_, err := p.register(rawFD(proc.PidFD()), unix.EPOLLIN, func(r *pollReg) {
+			go func() {
+				r.remove()
+				reap()
+			}()
+		})
+		if err == nil {
+			return
 		}
 	}
 	go func() {
