@@ -43,13 +43,14 @@
 // does that. No helper binary and no ptrace.
 //
 // Measured on a 2-core VM (BenchmarkSpawn, BenchmarkSpawnLatency, bare
-// os/exec of /bin/true with three pipes as the baseline, same run): the
-// full sandbox (credentials, seven rlimits, umask, no_new_privs, Landlock
-// with TCP rules, the seccomp filter) spawns at about 1.0x the baseline
-// rate at concurrency 8 and 1.1x its median latency one at a time. The
-// designs measured before it: SysProcAttr plus a locked thread per spawn
-// for Landlock and ptrace for the rlimits, 0.71x / 1.41x; a static C
-// helper that sets the limits and execs the target, 0.55x / 1.96x.
+// os/exec of /bin/true with three pipes as the baseline, same run, medians
+// of three): the full sandbox (credentials, seven rlimits, umask,
+// no_new_privs, Landlock with TCP rules, the seccomp filter) spawns at
+// 1.05x the baseline rate at concurrency 8 and 1.11x its median latency
+// one at a time; with a cgroup of its own, 1.00x and 1.18x. The designs
+// measured before it: SysProcAttr plus a locked thread per spawn for
+// Landlock and ptrace for the rlimits, 0.71x / 1.41x; a static C helper
+// that sets the limits and execs the target, 0.55-0.68x / 1.8-1.96x.
 //
 // The child's standard streams are pipes owned by the returned [Process].
 //
