@@ -125,7 +125,10 @@ type forkError struct {
 	errno syscall.Errno
 }
 
+// Error names the step and its errno; spawnError prefixes the program.
 func (e *forkError) Error() string {
-	return fmt.Sprintf("sandbox: child setup: %v: %v", e.step, e.errno)
+	return fmt.Sprintf("child setup: %v: %v", e.step, e.errno)
 }
+
+// Unwrap returns the errno.
 func (e *forkError) Unwrap() error { return e.errno }
