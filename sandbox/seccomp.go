@@ -1,18 +1,14 @@
 package sandbox
 
-import (
-	"unsafe"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // The MPTCP filter: Landlock's TCP rules (ABI 4) only see sockets of
 // protocol IPPROTO_TCP, so a child could otherwise bypass ConnectTCP and
 // BindTCP with socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP). When TCP is
 // restricted, a seccomp filter makes such socket(2) calls fail with
 // EPROTONOSUPPORT, as on a kernel without MPTCP (programs fall back to
-// TCP). The filter is installed on the spawning thread only, so only the
-// child inherits it.
+// TCP). The child installs the filter on itself before its exec
+// (fork.go); nothing of the server has it.
 
 const ipprotoMPTCP = 262
 
@@ -102,12 +98,4 @@ func mptcpFilter(nativeArch uint32, nativeSocket []uint32, compatArch uint32, co
 		bpfStmt(ret, deny),                   // c11
 	)
 	return f
-}
-
-// installMPTCPFilter installs the filter on the calling thread, which must
-// have no_new_privs set.
-func installMPTCPFilter() error {
-	f := mptcpFilterProg
-	prog := unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}
-	return unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0)
 }
