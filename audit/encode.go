@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // ECSVersion is the ECS version the records follow (ecs.version).
@@ -382,7 +384,7 @@ func comma(b []byte, start int) []byte {
 }
 
 func appendRlimit(b []byte, v uint64) []byte {
-	if v == RlimitInfinity || v > 1<<63-1 {
+	if v == sandbox.RlimitInfinity || v > 1<<63-1 {
 		return append(b, "-1"...)
 	}
 	return strconv.AppendUint(b, v, 10)

@@ -1,6 +1,10 @@
 package audit
 
-import "time"
+import (
+	"time"
+
+	"github.com/sockwarden/sockwarden/peer"
+)
 
 // Event actions: the value of event.action in a record.
 const (
@@ -24,23 +28,10 @@ const (
 	KillProtocolError = "protocol_error"
 )
 
-// RlimitInfinity is the value of an unlimited resource limit
-// (RLIM_INFINITY). It is written as -1, because 2^64-1 does not fit the
-// signed 64-bit integers that Elasticsearch, Splunk and most JSON
-// parsers use.
-const RlimitInfinity = ^uint64(0)
-
-// Peer is the client at the other end of the socket. UID, GID and PID
-// come from the kernel (SO_PEERCRED); User, Group and Exe are looked up
-// for convenience and may be empty.
-type Peer struct {
-	PID   int    // process ID (kernel)
-	UID   uint32 // user ID (kernel)
-	GID   uint32 // group ID (kernel)
-	User  string // user name, if known
-	Group string // group name, if known
-	Exe   string // executable path (/proc/PID/exe), if known
-}
+// Peer is the client at the other end of the socket (see package peer):
+// UID, GID and PID come from the kernel (SO_PEERCRED); User, Group and
+// Exe are looked up for convenience and may be empty.
+type Peer = peer.Peer
 
 // Decision is the policy's verdict on one request (exec.decision).
 type Decision struct {
@@ -116,7 +107,9 @@ type Start struct {
 	// RunAs is the child's identity.
 	RunAs RunAs
 	// Rlimits maps the rlimit name as the policy spells it ("cpu", "as",
-	// "nofile", ...) to the limit; RlimitInfinity means unlimited.
+	// "nofile", ...) to the limit; [sandbox.RlimitInfinity] means
+	// unlimited, written as -1, because 2^64-1 does not fit the signed
+	// 64-bit integers that Elasticsearch, Splunk and most JSON parsers use.
 	Rlimits map[string]uint64
 	// Landlock is nil when no Landlock ruleset was applied.
 	Landlock *Landlock

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/audit/audittest"
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // t0 is the fixed clock of the tests.
@@ -117,7 +118,7 @@ var (
 		Argv:    []string{"rm", "-rf", "/"}, Exe: "/usr/bin/rm", Peer: peer, Revision: "rev-7", EvalDuration: 95 * time.Microsecond}
 	sampleStart = audit.Start{RequestID: "req-1", PID: 5001, PGID: 5001, Exe: "/usr/bin/uname", Dir: "/",
 		RunAs:   audit.RunAs{UID: 65534, GID: 65534, User: "nobody", Group: "nogroup", Groups: []audit.Group{{ID: 100, Name: "users"}}},
-		Rlimits: map[string]uint64{"cpu": 10, "as": 536870912, "nofile": 64, "core": 0, "fsize": audit.RlimitInfinity},
+		Rlimits: map[string]uint64{"cpu": 10, "as": 536870912, "nofile": 64, "core": 0, "fsize": sandbox.RlimitInfinity},
 		Landlock: &audit.Landlock{ABI: 6, RO: []string{"/usr", "/lib", "/etc"}, RW: []string{"/tmp/job"},
 			ConnectTCP: []uint16{443}, BindTCP: []uint16{}, BestEffort: false, Downgraded: false}}
 	sampleSpawnFail = audit.Start{RequestID: "req-3", Exe: "/usr/bin/nope", RunAs: audit.RunAs{UID: 65534, GID: 65534},

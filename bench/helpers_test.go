@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sockwarden/sockwarden/netstring"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/server"
 )
 
@@ -39,12 +40,16 @@ func startServer(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Config{
+	srv, err := server.New(server.Config{
 		Socket:      sock,
 		MaxConns:    200,
 		KillTimeout: 2 * time.Second,
 		Logger:      slog.New(slog.DiscardHandler),
+		Defaults:    plan.Defaults{AllowRoot: true}, // the tests run as root
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sockwarden/sockwarden/client"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/server"
 )
 
@@ -29,7 +30,11 @@ func serve(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := server.New(server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), KillTimeout: time.Second})
+	s, err := server.New(server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), KillTimeout: time.Second,
+		Defaults: plan.Defaults{AllowRoot: true}}) // the tests run as root
+	if err != nil {
+		t.Fatal(err)
+	}
 	go s.Serve(l)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/sockwarden/sockwarden/client"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/server"
 )
 
@@ -20,7 +21,12 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := server.New(server.Config{})
+	// Without an Authorizer it admits callers of its own uid, and runs
+	// their programs as itself: allowed here even as root.
+	srv, err := server.New(server.Config{Defaults: plan.Defaults{AllowRoot: true}})
+	if err != nil {
+		log.Fatal(err)
+	}
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
 

@@ -16,7 +16,7 @@ func benchInput(uid uint32) Input {
 	return Input{
 		Argv:      []string{"uname", "-a"},
 		Exe:       "/usr/bin/uname",
-		Peer:      Peer{Pid: 4242, UID: uid, GID: uid, User: "www-data", Group: "www-data", Exe: "/usr/sbin/nginx"},
+		Peer:      Peer{PID: 4242, UID: uid, GID: uid, User: "www-data", Group: "www-data", Exe: "/usr/sbin/nginx"},
 		Socket:    "/run/sockwarden/exec.sock",
 		RequestID: "01JBENCHMARK0000000000000",
 		Time:      time.Now(),

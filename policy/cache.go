@@ -38,7 +38,7 @@ func appendCacheKey(b []byte, in *Input) []byte {
 		b = appendKeyString(b, a)
 	}
 	b = appendKeyString(b, in.Exe)
-	b = binary.AppendVarint(b, int64(in.Peer.Pid))
+	b = binary.AppendVarint(b, int64(in.Peer.PID))
 	b = binary.AppendUvarint(b, uint64(in.Peer.UID))
 	b = binary.AppendUvarint(b, uint64(in.Peer.GID))
 	b = appendKeyString(b, in.Peer.User)

@@ -109,7 +109,7 @@ func TestCacheable(t *testing.T) {
 // exampleRequests cover the example policy's branches: allow, the deny
 // rules, admin, stranger.
 func exampleRequests() []Input {
-	web := Peer{Pid: 4242, UID: 33, GID: 33, User: "www-data", Group: "www-data", Exe: "/usr/sbin/nginx"}
+	web := Peer{PID: 4242, UID: 33, GID: 33, User: "www-data", Group: "www-data", Exe: "/usr/sbin/nginx"}
 	return []Input{
 		{Argv: []string{"uname", "-a"}, Exe: "/usr/bin/uname", Peer: web},
 		{Argv: []string{"cat", "/srv/www/index.html"}, Exe: "/usr/bin/cat", Peer: web},
@@ -118,8 +118,8 @@ func exampleRequests() []Input {
 		{Argv: []string{"convert", "png:-", "-resize", "100x100", "jpg:-"}, Exe: "/usr/bin/convert", Peer: web},
 		{Argv: []string{"convert", "text:/etc/passwd", "png:-"}, Exe: "/usr/bin/convert", Peer: web},
 		{Argv: []string{"nope"}, Exe: "", Peer: web},
-		{Argv: []string{"id"}, Exe: "/usr/bin/id", Peer: Peer{Pid: 1, UID: 0, GID: 0, User: "root"}},
-		{Argv: []string{"id"}, Exe: "/usr/bin/id", Peer: Peer{Pid: 7, UID: 1000, GID: 1000}},
+		{Argv: []string{"id"}, Exe: "/usr/bin/id", Peer: Peer{PID: 1, UID: 0, GID: 0, User: "root"}},
+		{Argv: []string{"id"}, Exe: "/usr/bin/id", Peer: Peer{PID: 7, UID: 1000, GID: 1000}},
 	}
 }
 
@@ -452,7 +452,7 @@ func TestCacheKeepsHotEntries(t *testing.T) {
 func TestCacheKey(t *testing.T) {
 	base := Input{
 		Argv: []string{"ab", "c"}, Exe: "/usr/bin/ab",
-		Peer:   Peer{Pid: 1, UID: 2, GID: 3, User: "u", Group: "g", Exe: "/x"},
+		Peer:   Peer{PID: 1, UID: 2, GID: 3, User: "u", Group: "g", Exe: "/x"},
 		Socket: "/run/s.sock", RequestID: "r1", Time: time.Unix(1, 0),
 	}
 	key := func(in Input) string { return string(appendCacheKey(nil, &in)) }
@@ -467,7 +467,7 @@ func TestCacheKey(t *testing.T) {
 		"argv empty arg":    func(in *Input) { in.Argv = []string{"ab", "c", ""} },
 		"argv nil":          func(in *Input) { in.Argv = nil },
 		"exe":               func(in *Input) { in.Exe = "/usr/bin/ac" },
-		"pid":               func(in *Input) { in.Peer.Pid = -1 },
+		"pid":               func(in *Input) { in.Peer.PID = -1 },
 		"uid":               func(in *Input) { in.Peer.UID = 3 },
 		"gid":               func(in *Input) { in.Peer.GID = 2 },
 		"user into group":   func(in *Input) { in.Peer.User, in.Peer.Group = "", "ug" },
@@ -503,7 +503,7 @@ func TestCacheKey(t *testing.T) {
 	if got, want := fmt.Sprint(fields(Input{})), "[Argv Exe Peer Socket RequestID Time]"; got != want {
 		t.Errorf("Input fields %s, appendCacheKey knows %s", got, want)
 	}
-	if got, want := fmt.Sprint(fields(Peer{})), "[Pid UID GID User Group Exe]"; got != want {
+	if got, want := fmt.Sprint(fields(Peer{})), "[PID UID GID User Group Exe]"; got != want {
 		t.Errorf("Peer fields %s, appendCacheKey knows %s", got, want)
 	}
 	var doc map[string]any

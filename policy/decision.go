@@ -7,12 +7,13 @@ import (
 	"math"
 	"math/big"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // Decision is the policy's answer for one request. Everything but Allow is
@@ -31,8 +32,9 @@ type Decision struct {
 	Reasons []string
 	// RunAs is the identity the child runs as; nil = server default.
 	RunAs *RunAs
-	// Rlimits maps a resource name (see [RlimitNames]) to the value for both
-	// the soft and the hard limit. [RlimitInfinity] is "unlimited".
+	// Rlimits maps a resource name (see [sandbox.RlimitNames]) to the
+	// value for both the soft and the hard limit. [sandbox.RlimitInfinity]
+	// is "unlimited".
 	Rlimits map[string]uint64
 	// Landlock is the Landlock ruleset; nil = no Landlock rules asked for.
 	Landlock *Landlock
@@ -114,18 +116,6 @@ type Cgroup struct {
 	// half a CPU), "max PERIOD", "QUOTA" or "max"; "" = unset.
 	CPUMax string `json:"cpu_max,omitempty"`
 }
-
-// RlimitInfinity is the value of an "unlimited" resource limit
-// (RLIM_INFINITY on Linux). A policy writes it as the string "unlimited".
-const RlimitInfinity = math.MaxUint64
-
-// rlimitNames are the resource names a decision's rlimits may use.
-var rlimitNames = []string{"cpu", "as", "nofile", "nproc", "fsize", "core", "stack", "memlock", "data"}
-
-// RlimitNames returns the resource names a decision's "rlimits" object may
-// use: cpu (seconds), as, fsize, core, stack, memlock, data (bytes),
-// nofile, nproc (counts). They map to RLIMIT_<NAME in upper case>.
-func RlimitNames() []string { return slices.Clone(rlimitNames) }
 
 // Errors wrapped by Decision.Err; test with errors.Is.
 var (
@@ -458,15 +448,15 @@ func decodeRlimits(w at, v ast.Value) (map[string]uint64, error) {
 	}
 	out := make(map[string]uint64, obj.Len())
 	err := eachKey(w, obj, func(key string, w at, val ast.Value) error {
-		if !slices.Contains(rlimitNames, key) {
-			return decodeErr(w, "unknown resource (known: %s)", strings.Join(rlimitNames, ", "))
+		if _, err := sandbox.ParseRlimitName(key); err != nil || key != strings.ToLower(key) || strings.HasPrefix(key, "rlimit_") {
+			return decodeErr(w, "unknown resource (known: %s)", strings.Join(sandbox.RlimitNames(), ", "))
 		}
 		switch x := val.(type) {
 		case ast.String:
 			if x != "unlimited" {
 				return decodeErr(w, `want a number or "unlimited", got string %q`, string(x))
 			}
-			out[key] = RlimitInfinity
+			out[key] = sandbox.RlimitInfinity
 			return nil
 		case ast.Number:
 			u, err := decodeUint(w, x, 0, math.MaxUint64)
@@ -680,7 +670,7 @@ func (d Decision) MarshalJSON() ([]byte, error) {
 	if d.Rlimits != nil {
 		j.Rlimits = make(map[string]any, len(d.Rlimits))
 		for k, v := range d.Rlimits {
-			if v == RlimitInfinity {
+			if v == sandbox.RlimitInfinity {
 				j.Rlimits[k] = "unlimited"
 			} else {
 				j.Rlimits[k] = v

@@ -3,9 +3,10 @@
 // A policy is loaded, compiled and prepared once ([Load], or [Default] for
 // the built-in one); each request is then one evaluation ([Engine.Evaluate])
 // of the query (default data.sockwarden.decision) against an [Input]: the
-// argv, argv[0] resolved by the server ([ResolveExe]), the caller's
-// kernel-verified identity ([Peer], from SO_PEERCRED, with names looked up
-// by [LookupPeer]), the socket, a request id and the time.
+// argv, argv[0] resolved by the server with its own PATH
+// (plan.ResolveExe), the caller's kernel-verified identity ([Peer], from
+// SO_PEERCRED, with names looked up by peer.Names), the socket, a request
+// id and the time.
 //
 // The policy answers with a decision document, decoded strictly into a
 // [Decision]: an unknown key, a wrong type or an out-of-range value is an
@@ -21,15 +22,15 @@
 //	if err != nil { ... keep the running engine, log err ... }
 //	cur.Store(eng) // at start-up, and again on SIGHUP
 //
-//	// per request:
+//	// per request (server.PolicyGate does this):
 //	in := policy.Input{
-//		Argv: argv, Exe: policy.ResolveExe(argv[0]),
-//		Peer: policy.LookupPeer(int(cred.Pid), cred.Uid, cred.Gid),
+//		Argv: argv, Exe: exe, // exe from plan.ResolveExe(argv[0], serverPATH)
+//		Peer: p,              // peer.FromConn(conn), then names.Describe(&p)
 //		Socket: socketPath, RequestID: id, Time: time.Now(),
 //	}
 //	d := cur.Load().Evaluate(ctx, in)
-//	// audit d (Revision, EvalDuration, Reasons, Err), then
-//	// deny with d.Message, or start the sandbox with d's fields, executing in.Exe.
+//	// then plan.Planner turns d into the Plan the server runs (or denies),
+//	// and the server audits d's Revision, EvalDuration, Reasons and Err.
 //
 // Revision identifies the policy in the audit log: the bundle revision, or a
 // hash of the modules and data. [RunTests] runs the policy's Rego unit tests

@@ -167,7 +167,7 @@ func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine
 	d := smoke.Evaluate(ctx, Input{
 		Argv:      []string{"true"},
 		Exe:       "/usr/bin/true",
-		Peer:      Peer{Pid: 1, UID: 65534, GID: 65534, User: "nobody", Group: "nogroup"},
+		Peer:      Peer{PID: 1, UID: 65534, GID: 65534, User: "nobody", Group: "nogroup"},
 		Socket:    "/run/sockwarden/smoke-test.sock",
 		RequestID: "smoke-test",
 		Time:      time.Now(),

@@ -23,7 +23,7 @@ func ExampleLoad() {
 	d := eng.Evaluate(context.Background(), policy.Input{
 		Argv: []string{"uname", "-a"},
 		Exe:  "/usr/bin/uname", // the server fills this with policy.ResolveExe(argv[0])
-		Peer: policy.Peer{Pid: 4242, UID: 33, GID: 33},
+		Peer: policy.Peer{PID: 4242, UID: 33, GID: 33},
 	})
 	fmt.Println("allow:", d.Allow, d.Reasons)
 	fmt.Println("cpu:", d.Rlimits["cpu"], "timeout:", d.Timeout, "run as:", d.RunAs.User)
@@ -31,7 +31,7 @@ func ExampleLoad() {
 	d = eng.Evaluate(context.Background(), policy.Input{
 		Argv: []string{"sh", "-c", "id"},
 		Exe:  "/usr/bin/sh",
-		Peer: policy.Peer{Pid: 4242, UID: 33, GID: 33},
+		Peer: policy.Peer{PID: 4242, UID: 33, GID: 33},
 	})
 	fmt.Println("allow:", d.Allow, d.Message)
 	// Output:

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
+
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 const examplePolicy = "../examples/policy"
@@ -77,7 +78,7 @@ func peerInput(uid uint32, argv ...string) Input {
 	return Input{
 		Argv:      argv,
 		Exe:       "/usr/bin/" + argv[0],
-		Peer:      Peer{Pid: 4242, UID: uid, GID: uid},
+		Peer:      Peer{PID: 4242, UID: uid, GID: uid},
 		Socket:    "/run/sockwarden/exec.sock",
 		RequestID: "test",
 		Time:      time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC),
@@ -344,7 +345,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 	want := Decision{
 		Allow: true, Message: "m", Reasons: []string{"a", "b"},
 		RunAs:    &RunAs{User: "nobody", Group: "65534", Groups: []string{"4", "adm"}},
-		Rlimits:  map[string]uint64{"cpu": 10, "as": 500, "nofile": 64, "core": RlimitInfinity},
+		Rlimits:  map[string]uint64{"cpu": 10, "as": 500, "nofile": 64, "core": sandbox.RlimitInfinity},
 		Landlock: &Landlock{RO: []string{"/usr", "/lib"}, RW: []string{}, ConnectTCP: []int{443}},
 		Cgroup:   &Cgroup{MemoryMax: 256 << 20, MemorySwapMax: &swap, PidsMax: 64, CPUMax: "50000 100000"},
 		Timeout:  90 * time.Second, KillTimeout: 500 * time.Millisecond,
@@ -615,7 +616,7 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	in := Input{
 		Argv:   []string{"uname", "-a", "ünïcode", ""},
 		Exe:    "/usr/bin/uname",
-		Peer:   Peer{Pid: 4242, UID: 4294967295, GID: 33, User: "www-data", Exe: "/usr/sbin/nginx"},
+		Peer:   Peer{PID: 4242, UID: 4294967295, GID: 33, User: "www-data", Exe: "/usr/sbin/nginx"},
 		Socket: "/run/s.sock", RequestID: "01J",
 		Time: time.Date(2026, 11, 21, 10, 0, 0, 123, time.UTC),
 	}
@@ -629,51 +630,6 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	}
 	if got := in.Value(); got.Compare(viaJSON.Value) != 0 {
 		t.Errorf("by hand: %v\nJSON:    %v", got, viaJSON.Value)
-	}
-}
-
-func TestLookupPeer(t *testing.T) {
-	p := LookupPeer(os.Getpid(), uint32(os.Getuid()), uint32(os.Getgid()))
-	if p.Pid != os.Getpid() || p.UID != uint32(os.Getuid()) {
-		t.Errorf("ids: %+v", p)
-	}
-	if exe, err := os.Executable(); err == nil && p.Exe != exe {
-		t.Errorf("exe = %q, want %q", p.Exe, exe)
-	}
-	if os.Getuid() == 0 && p.User != "root" {
-		t.Errorf("user = %q, want root", p.User)
-	}
-	if p := LookupPeer(0, 4000000000, 4000000000); p.User != "" || p.Group != "" || p.Exe != "" {
-		t.Errorf("unknown ids looked up as %+v", p)
-	}
-}
-
-func TestResolveExe(t *testing.T) {
-	dir := t.TempDir()
-	prog := filepath.Join(dir, "sw-prog")
-	if err := os.WriteFile(prog, []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", dir+":relative/dir")
-	tests := map[string]string{
-		"sw-prog":               prog,
-		"no-such-prog":          "",
-		"/usr/bin/../bin/uname": "/usr/bin/../bin/uname", // kept as given
-		"/no/such/prog":         "/no/such/prog",
-		"./sw-prog":             "",
-		"../x":                  "",
-		"bin/sw-prog":           "",
-		"":                      "",
-		"sw-prog\x00":           "",
-		filepath.Join(dir, "x"): filepath.Join(dir, "x"),
-	}
-	for argv0, want := range tests {
-		if got := ResolveExe(argv0); got != want {
-			t.Errorf("ResolveExe(%q) = %q, want %q", argv0, got, want)
-		}
-	}
-	if _, err := exec.LookPath("sw-prog"); err != nil {
-		t.Fatal(err)
 	}
 }
 

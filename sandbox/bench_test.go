@@ -79,7 +79,7 @@ func spawnOSExec() error {
 }
 
 func spawnSandbox(spec *Spec) error {
-	p, err := Start(spec)
+	p, err := testSpawner.Start(spec)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -85,6 +84,8 @@ type CgroupReport struct {
 	// Reason says why cgroups are not available, or why wanted
 	// controllers are missing; empty when everything is there.
 	Reason string
+
+	why map[string]string // controller -> why it is missing (read-only)
 }
 
 // String summarises the report in one line.
@@ -181,71 +182,68 @@ var (
 	cgroupStaleTimeout = time.Second
 )
 
-// cgroupSetup is a configuration in force: where request cgroups go and
-// which controllers they have.
+// cgroupSetup is a Spawner's per-request cgroup configuration: where
+// request cgroups go and which controllers they have.
 type cgroupSetup struct {
 	report  CgroupReport
 	enabled map[string]bool
-	why     map[string]string // controller -> why it is missing
 
 	poolOnce sync.Once
 	cgPool   *cgPool // request cgroups for reuse (see cgroup_pool.go)
+	linger   *lingerSet
 }
 
-var (
-	cgMu      sync.Mutex // serialises setups
-	cgCurrent atomic.Pointer[cgroupSetup]
-	cgSeq     atomic.Uint64
-	// cgHome is the server's cgroup before setup moved it into a leaf:
-	// later setups start from there.
-	cgHome string
-)
-
-// ConfigureCgroups sets up per-request cgroups as o says and returns what
-// is available; the setup applies to children started from then on. Call
-// it once at start-up, before [Start]; without it the first Start (or
-// [CgroupInfo]) sets up the defaults. Setting up may create the parent
-// cgroup, enable controllers in the server's own cgroup (moving the
-// server into a leaf to do so), and removes the cgroups of earlier,
-// dead servers that were left under the parent, and the idle cgroups
-// the setup it replaces kept for reuse. The error reports an unusable
-// explicit Parent (the report then says cgroups are not available);
-// problems with the defaults only show in the report.
-func ConfigureCgroups(o CgroupOptions) (CgroupReport, error) {
-	cgMu.Lock()
-	defer cgMu.Unlock()
-	s, err := setupCgroups(o)
-	if old := cgCurrent.Swap(s); old != nil {
-		old.retire()
-	}
-	return s.report.clone(), err
-}
-
-// CgroupInfo reports the per-request cgroup containment in force, setting
-// up the defaults if [ConfigureCgroups] was not called.
-func CgroupInfo() CgroupReport { return currentCgroups().report.clone() }
-
+// clone returns a copy of r that shares nothing mutable with it.
 func (r CgroupReport) clone() CgroupReport {
 	r.Controllers = slices.Clone(r.Controllers)
 	return r
 }
 
-func currentCgroups() *cgroupSetup {
-	if s := cgCurrent.Load(); s != nil {
-		return s
+// check returns the limits of spec this host can apply and those it
+// cannot (for BestEffort), or the error a spec that is not BestEffort
+// gets.
+func (r *CgroupReport) check(spec *CgroupSpec) (apply []cgroupLimit, missing []string, err error) {
+	limits := spec.limits()
+	if !r.Available {
+		if spec == nil {
+			return nil, nil, nil
+		}
+		missing = []string{"cgroup"}
+		for _, l := range limits {
+			missing = append(missing, l.file)
+		}
+		if !spec.BestEffort {
+			return nil, nil, &CgroupUnsupportedError{Missing: []string{"cgroup"}, Reason: r.Reason}
+		}
+		return nil, missing, nil
 	}
-	cgMu.Lock()
-	defer cgMu.Unlock()
-	if s := cgCurrent.Load(); s != nil {
-		return s
+	var why []string
+	for _, l := range limits {
+		if slices.Contains(r.Controllers, l.controller) {
+			apply = append(apply, l)
+			continue
+		}
+		missing = append(missing, l.file)
+		w := fmt.Sprintf("controller %s is not available (%s)", l.controller, r.why[l.controller])
+		if r.why[l.controller] == "" {
+			w = fmt.Sprintf("controller %s is not enabled by the configuration", l.controller)
+		}
+		if !slices.Contains(why, w) {
+			why = append(why, w)
+		}
 	}
-	s, _ := setupCgroups(CgroupOptions{})
-	cgCurrent.Store(s)
-	return s
+	if len(missing) > 0 && !spec.BestEffort {
+		return nil, nil, &CgroupUnsupportedError{Missing: missing, Reason: strings.Join(why, "; ")}
+	}
+	return apply, missing, nil
 }
 
-func setupCgroups(o CgroupOptions) (*cgroupSetup, error) {
-	s := &cgroupSetup{enabled: map[string]bool{}, why: map[string]string{}}
+// setupCgroups sets up the request cgroups as o says. With probe, it
+// changes nothing on the host (no cgroup made, no controller enabled, no
+// process moved, nothing removed) and reports what a setup would give.
+func setupCgroups(o CgroupOptions, probe bool) (*cgroupSetup, error) {
+	s := &cgroupSetup{enabled: map[string]bool{}, linger: &lingerSet{}}
+	s.report.why = map[string]string{}
 	fail := func(explicit bool, format string, args ...any) (*cgroupSetup, error) {
 		s.report.Available = false
 		s.report.Controllers = nil
@@ -263,10 +261,7 @@ func setupCgroups(o CgroupOptions) (*cgroupSetup, error) {
 		return fail(false, "%v", err)
 	}
 	s.report.Mount = loc.mount
-	home := loc.own
-	if cgHome != "" {
-		home = cgHome
-	}
+	home := homeCgroup(loc.own)
 	explicit := o.Parent != ""
 	parent := o.Parent
 	if parent == "" {
@@ -288,10 +283,25 @@ func setupCgroups(o CgroupOptions) (*cgroupSetup, error) {
 		// which a child cannot be born into its cgroup.
 		return fail(explicit, "clone3(2) is not available (a seccomp filter?)")
 	}
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	killDir := parent
+	if probe {
+		if _, err := os.Stat(parent); err != nil {
+			d := filepath.Dir(parent)
+			for !within(loc.mount, d) {
+				if _, err := os.Stat(d); err == nil {
+					break
+				}
+				d = filepath.Dir(d)
+			}
+			if err := unix.Access(d, unix.W_OK); err != nil {
+				return fail(explicit, "creating the parent: %s: %v", d, err)
+			}
+			killDir = d
+		}
+	} else if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fail(explicit, "creating the parent: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(parent, "cgroup.kill")); err != nil {
+	if _, err := os.Stat(filepath.Join(killDir, "cgroup.kill")); err != nil && killDir != loc.mount {
 		return fail(explicit, "the kernel has no cgroup.kill (needs Linux 5.14)")
 	}
 
@@ -319,27 +329,33 @@ func setupCgroups(o CgroupOptions) (*cgroupSetup, error) {
 		if !avail[c] {
 			switch {
 			case loc.v1[c] != "":
-				s.why[c] = "bound to the cgroup v1 hierarchy at " + loc.v1[c]
+				s.report.why[c] = "bound to the cgroup v1 hierarchy at " + loc.v1[c]
 			default:
-				s.why[c] = "not delegated to " + base
+				s.report.why[c] = "not delegated to " + base
 			}
 			continue
 		}
+		if probe {
+			s.enabled[c] = true // would be enabled
+			continue
+		}
 		if err := s.enable(c, chain, home); err != nil {
-			s.why[c] = err.Error()
+			s.report.why[c] = err.Error()
 		}
 	}
 	// What request cgroups get is what the parent enables for its
 	// children, including what someone else enabled there.
 	for c := range fieldSet(readString(filepath.Join(parent, "cgroup.subtree_control"))) {
 		s.enabled[c] = true
+	}
+	for c := range s.enabled {
 		s.report.Controllers = append(s.report.Controllers, c)
-		delete(s.why, c)
+		delete(s.report.why, c)
 	}
 	slices.Sort(s.report.Controllers)
 	var reasons []string
 	for _, c := range want {
-		if w := s.why[c]; w != "" {
+		if w := s.report.why[c]; w != "" {
 			reasons = append(reasons, c+": "+w)
 		}
 	}
@@ -349,8 +365,26 @@ func setupCgroups(o CgroupOptions) (*cgroupSetup, error) {
 	if own, err := ownCgroupDir(loc); err == nil {
 		s.report.Server = own
 	}
-	removeStale(parent)
+	if !probe {
+		s.linger.removeStale(parent)
+	}
 	return s, nil
+}
+
+// homeCgroup is the cgroup a setup starts from: the process's own, or,
+// when the process sits in the leaf <home>/server that an earlier setup
+// moved it into (see moveServer), that leaf's parent, which then holds no
+// process and enables controllers for its children.
+func homeCgroup(own string) string {
+	if filepath.Base(own) != cgroupServerLeaf {
+		return own
+	}
+	home := filepath.Dir(own)
+	if len(readPids(filepath.Join(home, "cgroup.procs"))) == 0 &&
+		strings.TrimSpace(readString(filepath.Join(home, "cgroup.subtree_control"))) != "" {
+		return home
+	}
+	return own
 }
 
 // enable enables controller c in the subtree_control of every cgroup of
@@ -409,18 +443,14 @@ func moveServer(home string) error {
 	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(self)), 0); err != nil {
-		return err
-	}
-	cgHome = home
-	return nil
+	return os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(self)), 0)
 }
 
 // removeStale kills and removes the request cgroups under parent that
 // belong to servers that are gone (named req-PID-N, PID not running):
 // the descendants of a server that was SIGKILLed, which the parent-death
 // signal does not reach.
-func removeStale(parent string) {
+func (ls *lingerSet) removeStale(parent string) {
 	ents, err := os.ReadDir(parent)
 	if err != nil {
 		return
@@ -431,7 +461,7 @@ func removeStale(parent string) {
 		if !ok || !e.IsDir() || pid == self || unix.Kill(pid, 0) != unix.ESRCH {
 			continue
 		}
-		removeCgroup(filepath.Join(parent, e.Name()), cgroupStaleTimeout)
+		ls.removeCgroup(filepath.Join(parent, e.Name()), cgroupStaleTimeout)
 	}
 }
 
@@ -455,11 +485,11 @@ func cgroupOwner(name string) (pid int, ok bool) {
 // removeCgroup kills what is in the cgroup dir and removes it (its
 // sub-cgroups first), waiting up to timeout for it to empty; if it does
 // not, the removal goes on in the background.
-func removeCgroup(dir string, timeout time.Duration) {
+func (ls *lingerSet) removeCgroup(dir string, timeout time.Duration) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		if e.IsDir() {
-			removeCgroup(filepath.Join(dir, e.Name()), timeout)
+			ls.removeCgroup(filepath.Join(dir, e.Name()), timeout)
 		}
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -469,7 +499,7 @@ func removeCgroup(dir string, timeout time.Duration) {
 	defer unix.Close(fd)
 	writeAt(fd, "cgroup.kill", "1")
 	if !drainCgroup(fd, timeout) || rmdirCgroup(dir) != nil {
-		lingerCgroup(dir)
+		ls.add(dir)
 	}
 }
 
@@ -718,41 +748,13 @@ func (s *cgroupSetup) newCgroup(spec *CgroupSpec) (*reqCgroup, ProcessCgroup, er
 	if spec != nil {
 		pc.BestEffort = spec.BestEffort
 	}
-	limits := spec.limits()
+	apply, missing, err := s.report.check(spec)
+	if err != nil {
+		return nil, pc, err
+	}
+	pc.Downgraded = missing
 	if !s.report.Available {
-		if spec == nil {
-			return nil, pc, nil
-		}
-		if !spec.BestEffort {
-			return nil, pc, &CgroupUnsupportedError{Missing: []string{"cgroup"}, Reason: s.report.Reason}
-		}
-		pc.Downgraded = []string{"cgroup"}
-		for _, l := range limits {
-			pc.Downgraded = append(pc.Downgraded, l.file)
-		}
 		return nil, pc, nil
-	}
-	var apply []cgroupLimit
-	var missing, why []string
-	for _, l := range limits {
-		if s.enabled[l.controller] {
-			apply = append(apply, l)
-			continue
-		}
-		missing = append(missing, l.file)
-		w := fmt.Sprintf("controller %s is not available (%s)", l.controller, s.why[l.controller])
-		if s.why[l.controller] == "" {
-			w = fmt.Sprintf("controller %s is not enabled by the configuration", l.controller)
-		}
-		if !slices.Contains(why, w) {
-			why = append(why, w)
-		}
-	}
-	if len(missing) > 0 {
-		if !spec.BestEffort {
-			return nil, pc, &CgroupUnsupportedError{Missing: missing, Reason: strings.Join(why, "; ")}
-		}
-		pc.Downgraded = missing
 	}
 
 	p := s.pool()
@@ -783,7 +785,7 @@ func (cg *reqCgroup) discard() {
 	drained := drainEvents(cg.events, cgroupDrainTimeout)
 	cg.close()
 	if !drained {
-		lingerCgroup(cg.path)
+		cg.pool.linger.add(cg.path)
 		return
 	}
 	cg.pool.put(cg.slot, false)
@@ -933,16 +935,19 @@ func rmdirCgroup(path string) error {
 	return err
 }
 
-var lingering sync.Map // path -> struct{}: cgroups being removed in the background
+// lingerSet removes cgroups that would not empty, in the background.
+type lingerSet struct {
+	m sync.Map // path -> struct{}: cgroups being removed in the background
+}
 
-// lingerCgroup keeps killing the cgroup at path and trying to remove it,
-// in the background, until it is gone.
-func lingerCgroup(path string) {
-	if _, dup := lingering.LoadOrStore(path, struct{}{}); dup {
+// add keeps killing the cgroup at path and trying to remove it, in the
+// background, until it is gone.
+func (ls *lingerSet) add(path string) {
+	if _, dup := ls.m.LoadOrStore(path, struct{}{}); dup {
 		return
 	}
 	go func() {
-		defer lingering.Delete(path)
+		defer ls.m.Delete(path)
 		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 30*time.Second) {
 			time.Sleep(wait)
 			os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)

@@ -75,7 +75,7 @@ import (
 // Pooled cgroups keep the names req-<server pid>-<n>, so those a dead
 // server left behind are removed by the next setup, as before.
 
-var (
+const (
 	// cgPoolMin cgroups are kept idle, made ahead by the background
 	// refill.
 	cgPoolMin = 4
@@ -131,12 +131,14 @@ type cgPool struct {
 	working bool       // the background goroutine runs
 	done    *sync.Cond // signalled when it stops
 	retired bool       // not in force: keep nothing idle
+	seq     uint64     // names made so far
+	linger  *lingerSet
 	// counters, for tests and reports
 	created, reused, removed int
 }
 
-func newCgPool(parent string, memory, pids bool) *cgPool {
-	p := &cgPool{parent: parent, memory: memory, pids: pids, min: cgPoolMin, max: cgPoolMax,
+func newCgPool(parent string, memory, pids bool, linger *lingerSet) *cgPool {
+	p := &cgPool{parent: parent, memory: memory, pids: pids, min: cgPoolMin, max: cgPoolMax, linger: linger,
 		memLeftMax: int64(memcgChargeBatch * os.Getpagesize() * runtime.NumCPU())}
 	p.done = sync.NewCond(&p.mu)
 	return p
@@ -145,7 +147,7 @@ func newCgPool(parent string, memory, pids bool) *cgPool {
 // pool returns the setup's pool of request cgroups.
 func (s *cgroupSetup) pool() *cgPool {
 	s.poolOnce.Do(func() {
-		s.cgPool = newCgPool(s.report.Parent, s.enabled["memory"], s.enabled["pids"])
+		s.cgPool = newCgPool(s.report.Parent, s.enabled["memory"], s.enabled["pids"], s.linger)
 	})
 	return s.cgPool
 }
@@ -155,17 +157,6 @@ func (s *cgroupSetup) pool() *cgPool {
 func (s *cgroupSetup) retire() {
 	if s.report.Available {
 		s.pool().retire()
-	}
-}
-
-// ReleaseCgroups removes the idle request cgroups kept for reuse, and
-// waits for the removal of those being removed in the background. Call
-// it at shutdown, after every child was waited for: the cgroup of a
-// child still running is removed when it is waited for. A Start after it
-// makes new cgroups again.
-func ReleaseCgroups() {
-	if s := cgCurrent.Load(); s != nil {
-		s.retire()
 	}
 }
 
@@ -234,7 +225,7 @@ func (p *cgPool) work() {
 				// Not empty (processes, or sub-cgroups a child running
 				// as root made): kill, drain, remove, else keep trying
 				// in the background.
-				removeCgroup(d.path, cgroupStaleTimeout)
+				p.linger.removeCgroup(d.path, cgroupStaleTimeout)
 			}
 			p.mu.Lock()
 			p.removed++
@@ -263,7 +254,11 @@ func (p *cgPool) work() {
 // create makes a new request cgroup.
 func (p *cgPool) create() (*cgSlot, error) {
 	for {
-		path := filepath.Join(p.parent, fmt.Sprintf("%s%d-%d", cgroupPrefix, os.Getpid(), cgSeq.Add(1)))
+		p.mu.Lock()
+		p.seq++
+		n := p.seq
+		p.mu.Unlock()
+		path := filepath.Join(p.parent, fmt.Sprintf("%s%d-%d", cgroupPrefix, os.Getpid(), n))
 		err := unix.Mkdir(path, 0o755)
 		if err == unix.EEXIST {
 			continue
@@ -589,7 +584,7 @@ func (cg *reqCgroup) left(pidsPeak int64) cgLeft {
 func (cg *reqCgroup) release(drained bool, pidsPeak int64) {
 	if !drained {
 		cg.close()
-		lingerCgroup(cg.path)
+		cg.pool.linger.add(cg.path)
 		return
 	}
 	reuse := reuseBlocker(cg.left(pidsPeak), cg.pool.memLeftMax) == ""

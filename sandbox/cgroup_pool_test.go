@@ -31,7 +31,7 @@ func cgroupRemoved(path string, timeout time.Duration) bool {
 // pooledIdle reports whether path is idle in the pool of the setup in
 // force.
 func pooledIdle(path string) bool {
-	p := currentCgroups().pool()
+	p := testSpawner.cgroups.pool()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.ContainsFunc(p.idle, func(sl *cgSlot) bool { return sl.path == path })
@@ -68,7 +68,7 @@ func ownPool(t *testing.T, min, max int) *cgPool {
 	t.Helper()
 	r := needCgroups(t)
 	withCgroups(t, CgroupOptions{Parent: r.Parent})
-	p := currentCgroups().pool()
+	p := testSpawner.cgroups.pool()
 	p.mu.Lock()
 	p.min, p.max = min, max
 	p.mu.Unlock()
@@ -91,7 +91,7 @@ func TestCgroupReuse(t *testing.T) {
 	var first string
 	for i := range n {
 		spec := specs[i%len(specs)]
-		proc, err := Start(spec)
+		proc, err := testSpawner.Start(spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,7 +270,7 @@ func TestCgroupPoolConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range each {
-				proc, err := Start(&Spec{Path: "/bin/sleep", Args: []string{"sleep", "0.005"}})
+				proc, err := testSpawner.Start(&Spec{Path: "/bin/sleep", Args: []string{"sleep", "0.005"}})
 				if err != nil {
 					t.Error(err)
 					return
@@ -352,7 +352,7 @@ func TestCgroupStatsArithmetic(t *testing.T) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		t.Fatal(err)
 	}
-	p := newCgPool(filepath.Dir(dir), true, true)
+	p := newCgPool(filepath.Dir(dir), true, true, &lingerSet{})
 	p.max = 1
 	sl := &cgSlot{path: dir, uses: 3, mode: st.Mode, uid: st.Uid, gid: st.Gid}
 	cg, err := p.open(sl)
@@ -484,7 +484,7 @@ func TestCgroupKilledKillsNewborns(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeCgroup(dir, time.Second) })
+	t.Cleanup(func() { (&lingerSet{}).removeCgroup(dir, time.Second) })
 	fd := mustOpenDir(t, dir)
 	run := func() error {
 		cmd := exec.Command("/bin/true")

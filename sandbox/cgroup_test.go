@@ -24,30 +24,50 @@ import (
 // cgroup of its own, removed at the end (see setupTestCgroups).
 var testCgroupParent string
 
-// setupTestCgroups points the request cgroups of this test binary, and of
-// the helper processes it runs (through SANDBOX_TEST_CGROUP), at a parent
-// of this run, sandbox-test-PID in the test's own cgroup, so that no test
-// touches the default parent. It returns the function that removes that
-// parent and everything in it. SANDBOX_TEST_CGROUP=none leaves the
-// defaults (for helpers that test them).
+// testSpawner is the Spawner the tests start children with: made by
+// setupTestCgroups, replaced for the rest of a test by withCgroups.
+var testSpawner *Spawner
+
+// newTestSpawner returns a Spawner closed at the end of the test.
+func newTestSpawner(t testing.TB, o Options) *Spawner {
+	t.Helper()
+	sp, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	return sp
+}
+
+// setupTestCgroups makes testSpawner, whose request cgroups (and those
+// of the helper processes this test binary runs, through
+// SANDBOX_TEST_CGROUP) go under a parent of this run,
+// sandbox-test-PID in the test's own cgroup, so that no test touches the
+// default parent. It returns the function that removes that parent and
+// everything in it. SANDBOX_TEST_CGROUP=none leaves the defaults (for
+// helpers that test them).
 func setupTestCgroups() func() {
 	parent := os.Getenv("SANDBOX_TEST_CGROUP")
+	ls := &lingerSet{}
 	if parent == "none" {
-		return func() {}
+		// The helper makes the Spawner it tests.
+		testSpawner = mustNew(Options{Cgroups: CgroupOptions{Disabled: true}})
+		return func() { testSpawner.Close() }
 	}
 	owner := parent == ""
 	if owner {
 		loc, err := locateCgroup2()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sandbox tests run without cgroups:", err)
-			return func() {}
+			testSpawner = mustNew(Options{Cgroups: CgroupOptions{Disabled: true}})
+			return func() { testSpawner.Close() }
 		}
 		// Parents of earlier runs that died before removing theirs.
 		if ents, err := os.ReadDir(loc.own); err == nil {
 			for _, e := range ents {
 				if p, ok := strings.CutPrefix(e.Name(), "sandbox-test-"); ok {
 					if pid, err := strconv.Atoi(p); err == nil && unix.Kill(pid, 0) == unix.ESRCH {
-						removeCgroup(filepath.Join(loc.own, e.Name()), time.Second)
+						ls.removeCgroup(filepath.Join(loc.own, e.Name()), time.Second)
 					}
 				}
 			}
@@ -56,38 +76,43 @@ func setupTestCgroups() func() {
 		os.Setenv("SANDBOX_TEST_CGROUP", parent)
 	}
 	testCgroupParent = parent
-	if _, err := ConfigureCgroups(CgroupOptions{Parent: parent}); err != nil {
+	sp, err := New(Options{Cgroups: CgroupOptions{Parent: parent}})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandbox tests run without cgroups:", err)
+		sp = mustNew(Options{Cgroups: CgroupOptions{Disabled: true}})
 	}
+	testSpawner = sp
 	if !owner {
-		return func() {}
+		return func() { sp.Close() }
 	}
 	return func() {
-		ReleaseCgroups()
-		removeCgroup(parent, 5*time.Second)
+		sp.Close()
+		ls.removeCgroup(parent, 5*time.Second)
 	}
 }
 
-// withCgroups runs the rest of the test under the configuration o, and
-// puts the previous one back at the end. Not for parallel tests.
+func mustNew(o Options) *Spawner {
+	sp, err := New(o)
+	if err != nil {
+		panic(err)
+	}
+	return sp
+}
+
+// withCgroups runs the rest of the test with a Spawner configured by o,
+// and puts the previous one back at the end. Not for parallel tests.
 func withCgroups(t testing.TB, o CgroupOptions) CgroupReport {
 	t.Helper()
-	prev := cgCurrent.Load()
-	t.Cleanup(func() {
-		if s := cgCurrent.Swap(prev); s != nil && s != prev {
-			s.retire() // its idle cgroups
-		}
-	})
-	r, err := ConfigureCgroups(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	prev := testSpawner
+	sp := newTestSpawner(t, Options{Cgroups: o})
+	testSpawner = sp
+	t.Cleanup(func() { testSpawner = prev })
+	return sp.Capabilities().Cgroups
 }
 
 func needCgroups(t testing.TB) CgroupReport {
 	t.Helper()
-	r := CgroupInfo()
+	r := testSpawner.Capabilities().Cgroups
 	if !r.Available {
 		t.Skip("no per-request cgroups on this host: " + r.Reason)
 	}
@@ -146,7 +171,7 @@ func sessionOf(t *testing.T, pid int) int {
 
 func mustStart(t *testing.T, spec *Spec) *Process {
 	t.Helper()
-	p, err := Start(spec)
+	p, err := testSpawner.Start(spec)
 	if err != nil {
 		t.Fatalf("Start(%v): %v", spec.Args, err)
 	}
@@ -268,7 +293,7 @@ func TestCgroupOwn(t *testing.T) {
 	for name, spec := range specs {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			p, err := Start(spec)
+			p, err := testSpawner.Start(spec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -308,7 +333,7 @@ func TestCgroupNoStale(t *testing.T) {
 	// Not parallel: it counts the parent's entries.
 	r := needCgroups(t)
 	withCgroups(t, CgroupOptions{Parent: r.Parent}) // a pool of its own
-	pool := currentCgroups().pool()
+	pool := testSpawner.cgroups.pool()
 	escapee, escArgs := escapeScript("exit 0")
 	specs := []*Spec{
 		{Path: "/bin/true", Args: []string{"true"}},
@@ -332,7 +357,7 @@ func TestCgroupNoStale(t *testing.T) {
 		go func(spec *Spec) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p, err := Start(spec)
+			p, err := testSpawner.Start(spec)
 			if err != nil {
 				var se *SpawnError
 				if !errors.As(err, &se) {
@@ -399,7 +424,7 @@ func TestCgroupNoStale(t *testing.T) {
 		t.Errorf("left after the pool's release: %v", l)
 	}
 	n := 0
-	lingering.Range(func(any, any) bool { n++; return true })
+	testSpawner.cgroups.linger.m.Range(func(any, any) bool { n++; return true })
 	if n > 0 {
 		t.Errorf("%d cgroups lingering", n)
 	}
@@ -411,9 +436,9 @@ func TestCgroupUnsupported(t *testing.T) {
 	t.Parallel()
 	swap0 := int64(0)
 	s := &cgroupSetup{
-		report:  CgroupReport{Available: true, Parent: "/nonexistent", Controllers: []string{"pids"}},
+		report: CgroupReport{Available: true, Parent: "/nonexistent", Controllers: []string{"pids"},
+			why: map[string]string{"memory": "bound to the cgroup v1 hierarchy at /sys/fs/cgroup/memory"}},
 		enabled: map[string]bool{"pids": true},
-		why:     map[string]string{"memory": "bound to the cgroup v1 hierarchy at /sys/fs/cgroup/memory"},
 	}
 	_, _, err := s.newCgroup(&CgroupSpec{MemoryMax: 1 << 20, MemorySwapMax: &swap0, PidsMax: 5, CPUMax: "50000 100000"})
 	var ue *CgroupUnsupportedError
@@ -450,14 +475,14 @@ func TestCgroupUnsupported(t *testing.T) {
 			continue
 		}
 		tested = true
-		_, err := Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &cs})
+		_, err := testSpawner.Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &cs})
 		if !errors.As(err, &ue) || !slices.Equal(ue.Missing, []string{files[c]}) || !strings.Contains(err.Error(), "controller "+c) {
 			t.Errorf("%s: err = %v, want a *CgroupUnsupportedError for %s", c, err, files[c])
 			continue
 		}
 		t.Logf("%s: %v", c, err)
 		cs.BestEffort = true
-		p, err := Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &cs})
+		p, err := testSpawner.Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &cs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -476,7 +501,7 @@ func TestCgroupInvalidSpecs(t *testing.T) {
 	neg := int64(-1)
 	for _, cs := range []CgroupSpec{{MemoryMax: -1}, {PidsMax: -2}, {MemorySwapMax: &neg}, {CPUMax: "half"},
 		{CPUMax: "50000 100000 1"}, {CPUMax: "10 100000"}, {CPUMax: "max 2000000"}} {
-		p, err := Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &cs})
+		p, err := testSpawner.Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &cs})
 		if err == nil {
 			collect(t, p)
 		}
@@ -501,12 +526,12 @@ func TestCgroupDisabled(t *testing.T) {
 	if r.Available || r.Reason != "disabled by configuration" {
 		t.Fatalf("report %+v", r)
 	}
-	_, err := Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &CgroupSpec{}})
+	_, err := testSpawner.Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &CgroupSpec{}})
 	var ue *CgroupUnsupportedError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "cgroup cgroup: disabled by configuration") {
 		t.Errorf("err = %v", err)
 	}
-	p, err := Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &CgroupSpec{MemoryMax: 1 << 30, BestEffort: true}})
+	p, err := testSpawner.Start(&Spec{Path: "/bin/true", Args: []string{"true"}, Cgroup: &CgroupSpec{MemoryMax: 1 << 30, BestEffort: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +574,7 @@ func TestCgroupStaleRemoved(t *testing.T) {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { removeCgroup(d, time.Second) })
+		t.Cleanup(func() { (&lingerSet{}).removeCgroup(d, time.Second) })
 	}
 	fd, err := unix.Open(stale, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -631,7 +656,7 @@ func TestCgroupLayout(t *testing.T) {
 		if err := os.Mkdir(T, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { removeCgroup(T, 5*time.Second) })
+		t.Cleanup(func() { (&lingerSet{}).removeCgroup(T, 5*time.Second) })
 		fd, err := unix.Open(T, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -725,10 +750,13 @@ func TestCgroupLayoutHelper(t *testing.T) {
 	}
 	var res layoutResult
 	var err error
-	res.Report, err = ConfigureCgroups(CgroupOptions{Controllers: strings.Fields(spec)})
+	var sp *Spawner
+	sp, err = New(Options{Cgroups: CgroupOptions{Controllers: strings.Fields(spec)}})
 	if err == nil {
+		defer sp.Close()
+		res.Report = sp.Capabilities().Cgroups
 		var p *Process
-		if p, err = Start(&Spec{Path: "/bin/cat", Args: []string{"cat", "/proc/self/cgroup"}}); err == nil {
+		if p, err = sp.Start(&Spec{Path: "/bin/cat", Args: []string{"cat", "/proc/self/cgroup"}}); err == nil {
 			r := collect(t, p)
 			res.Child, res.Path, res.Stats = r.stdout, p.Cgroup.Path, r.state.Cgroup
 		}
@@ -745,7 +773,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 	t.Parallel()
 	needController(t, "memory")
 	swap := int64(0)
-	p, err := Start(&Spec{Path: testprog, Args: []string{"testprog", "alloc", "256"},
+	p, err := testSpawner.Start(&Spec{Path: testprog, Args: []string{"testprog", "alloc", "256"},
 		Cgroup: &CgroupSpec{MemoryMax: 32 << 20, MemorySwapMax: &swap, BestEffort: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -768,7 +796,7 @@ func TestCgroupPidsLimit(t *testing.T) {
 	const max = 16
 	// A fork bomb, stopped by the limit (or at 200 without it).
 	path, args := sh(`i=0; while [ $i -lt 200 ]; do sleep 1000 & echo $!; i=$((i+1)); done`)
-	p, err := Start(&Spec{Path: path, Args: args, Cgroup: &CgroupSpec{PidsMax: max}})
+	p, err := testSpawner.Start(&Spec{Path: path, Args: args, Cgroup: &CgroupSpec{PidsMax: max}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -791,7 +819,7 @@ func TestCgroupPidsLimit(t *testing.T) {
 func TestCgroupCPULimit(t *testing.T) {
 	t.Parallel()
 	needController(t, "cpu")
-	p, err := Start(&Spec{Path: testprog, Args: []string{"testprog", "spin"},
+	p, err := testSpawner.Start(&Spec{Path: testprog, Args: []string{"testprog", "spin"},
 		Cgroup: &CgroupSpec{CPUMax: "10000 100000"}}) // 10% of a CPU
 	if err != nil {
 		t.Fatal(err)

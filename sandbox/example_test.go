@@ -13,12 +13,18 @@ import (
 // Start runs echo with a clean environment, a umask, two resource limits,
 // no_new_privs and Landlock rules that let it read and execute only the
 // system directories. A server running as root would also set
-// Credential (e.g. nobody) so that the child does not run as root.
-func ExampleStart() {
+// Credential (e.g. nobody) so that the child does not run as root. (This
+// Spawner runs its children without cgroups; see the example of New.)
+func ExampleSpawner_Start() {
+	sp, err := sandbox.New(sandbox.Options{Cgroups: sandbox.CgroupOptions{Disabled: true}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sp.Close()
 	nofile, _ := sandbox.ParseRlimitName("nofile")
 	core, _ := sandbox.ParseRlimitName("core")
 	umask := uint32(0o077)
-	p, err := sandbox.Start(&sandbox.Spec{
+	p, err := sp.Start(&sandbox.Spec{
 		Path:  "/bin/echo",
 		Args:  []string{"echo", "hello from the sandbox"},
 		Env:   []string{"PATH=/usr/bin:/bin", "LANG=C"},
@@ -55,14 +61,15 @@ func ExampleStart() {
 // (Start then fails with a *CgroupUnsupportedError: set BestEffort to
 // run anyway). Kill reaches every process of the cgroup, and Wait
 // reports what the cgroup saw.
-func ExampleConfigureCgroups() {
-	report, err := sandbox.ConfigureCgroups(sandbox.CgroupOptions{}) // <own cgroup>/sockwarden
+func ExampleNew() {
+	sp, err := sandbox.New(sandbox.Options{}) // cgroups under <own cgroup>/sockwarden
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Print(report) // e.g. "per-request cgroups under /sys/fs/cgroup/system.slice/sockwarden.service/sockwarden (controllers: cpu, memory, pids)"
+	defer sp.Close()                     // at shutdown: the idle cgroups kept for reuse
+	log.Print(sp.Capabilities().Cgroups) // e.g. "per-request cgroups under /sys/fs/cgroup/system.slice/sockwarden.service/sockwarden (controllers: cpu, memory, pids)"
 
-	p, err := sandbox.Start(&sandbox.Spec{
+	p, err := sp.Start(&sandbox.Spec{
 		Path:   "/bin/sh",
 		Args:   []string{"sh", "-c", "setsid sleep 60 & echo started"},
 		Cgroup: &sandbox.CgroupSpec{MemoryMax: 256 << 20, PidsMax: 64},

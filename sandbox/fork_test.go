@@ -31,7 +31,7 @@ func TestSetupStepErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Start(&tt.spec)
+			p, err := testSpawner.Start(&tt.spec)
 			if err == nil {
 				collect(t, p)
 				t.Fatal("Start succeeded")
@@ -130,7 +130,7 @@ func TestInheritedIgnoredSignal(t *testing.T) {
 // PidFD turns readable when the child exits, not before; Wait then reaps.
 func TestPidFD(t *testing.T) {
 	t.Parallel()
-	p, err := Start(&Spec{Path: "/bin/sleep", Args: []string{"sleep", "0.3"}})
+	p, err := testSpawner.Start(&Spec{Path: "/bin/sleep", Args: []string{"sleep", "0.3"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
@@ -81,29 +80,15 @@ func (e *UnsupportedError) Error() string {
 		e.ABI, strings.Join(e.Missing, ", "))
 }
 
-var (
-	abiOnce sync.Once
-	abiVal  int
-)
-
 // LandlockABI returns the Landlock ABI version of the running kernel, 0
-// when Landlock is unsupported or disabled. It is probed once.
+// when Landlock is unsupported or disabled.
 func LandlockABI() int {
-	abiOnce.Do(func() {
-		v, err := ll.LandlockGetABIVersion()
-		if err != nil || v < 0 {
-			v = 0
-		}
-		abiVal = v
-	})
-	return abiVal
+	v, err := ll.LandlockGetABIVersion()
+	if err != nil || v < 0 {
+		return 0
+	}
+	return v
 }
-
-// detectABI is LandlockABI, replaceable by tests to mimic older kernels.
-var detectABI = LandlockABI
-
-// noMPTCPFilter lets tests show the gap that the MPTCP filter closes.
-var noMPTCPFilter = false
 
 // Access rights of the rules.
 const (
@@ -151,16 +136,9 @@ func (p *landlockPlan) close() {
 	}
 }
 
-// prepareLandlock checks l against the kernel's ABI and builds its
-// ruleset. The returned plan is nil when l is nil.
-func prepareLandlock(l *Landlock) (*landlockPlan, error) {
-	if l == nil {
-		return nil, nil
-	}
-	if l.UnrestrictedTCP && (len(l.ConnectTCP) > 0 || len(l.BindTCP) > 0) {
-		return nil, errors.New("sandbox: Landlock UnrestrictedTCP with TCP port rules")
-	}
-	abi := detectABI()
+// landlockMissing lists what of l a kernel of Landlock ABI abi cannot
+// enforce, as [LandlockReport].Downgraded names it.
+func landlockMissing(l *Landlock, abi int) []string {
 	restrictTCP := !l.UnrestrictedTCP
 	var missing []string
 	if abi < 1 {
@@ -177,6 +155,20 @@ func prepareLandlock(l *Landlock) (*landlockPlan, error) {
 	if l.Scope && abi < 6 {
 		missing = append(missing, "scope (needs ABI 6)")
 	}
+	return missing
+}
+
+// prepareLandlock checks l against the Landlock ABI in use and builds its
+// ruleset. The returned plan is nil when l is nil.
+func (s *Spawner) prepareLandlock(l *Landlock) (*landlockPlan, error) {
+	if l == nil {
+		return nil, nil
+	}
+	if l.UnrestrictedTCP && (len(l.ConnectTCP) > 0 || len(l.BindTCP) > 0) {
+		return nil, errors.New("sandbox: Landlock UnrestrictedTCP with TCP port rules")
+	}
+	abi := s.caps.LandlockABI
+	missing := landlockMissing(l, abi)
 	if len(missing) > 0 && !l.BestEffort {
 		return nil, &UnsupportedError{ABI: abi, Missing: missing}
 	}
@@ -188,13 +180,13 @@ func prepareLandlock(l *Landlock) (*landlockPlan, error) {
 		return plan, nil
 	}
 
-	restrictTCP = restrictTCP && abi >= 4
-	plan.mptcp = restrictTCP && mptcpFilterSupported && !noMPTCPFilter
-	key, err := rulesetKey(l, abi, restrictTCP)
+	restrictTCP := !l.UnrestrictedTCP && abi >= 4
+	plan.mptcp = restrictTCP && mptcpFilterSupported && !s.noMPTCPFilter
+	key, err := s.rulesetKey(l, abi, restrictTCP)
 	if err != nil {
 		return nil, err
 	}
-	fd, err := rulesets.get(key, func() (int, error) { return buildRuleset(l, abi, restrictTCP) })
+	fd, err := s.rulesets.get(key, func() (int, error) { return buildRuleset(l, abi, restrictTCP) })
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +241,7 @@ func buildRuleset(l *Landlock, abi int, restrictTCP bool) (int, error) {
 // path, the file it names now (device and inode). A ruleset refers to
 // the files its paths named when it was built, so a path that now names
 // another file gives another key.
-func rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, error) {
+func (s *Spawner) rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, error) {
 	b := make([]byte, 0, 256)
 	b = append(b, "abi="...)
 	b = strconv.AppendInt(b, int64(abi), 10)
@@ -265,9 +257,9 @@ func rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, error) {
 			if !strings.HasPrefix(path, "/") {
 				return "", fmt.Errorf("sandbox: landlock path %q is not absolute", path)
 			}
-			id, err := pathIDs.get(path)
-			if err != nil {
-				return "", fmt.Errorf("sandbox: landlock path %q: %w", path, err)
+			id := s.pathID(path)
+			if id.err != nil {
+				return "", fmt.Errorf("sandbox: landlock path %q: %w", path, id.err)
 			}
 			b = append(b, ' ')
 			b = append(b, r.tag...)
@@ -290,50 +282,6 @@ func rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, error) {
 	return string(b), nil
 }
 
-// fileID is the identity of a file: device and inode.
-type fileID struct{ dev, ino uint64 }
-
-// pathIDs caches the identity of Landlock paths for a second: a ruleset
-// is keyed by the files its paths named when it was built, so that a
-// path replaced by another file gets a new ruleset, at most a second
-// later. Until then the children get the ruleset of the file the path
-// named a moment ago, which grants nothing on the new one.
-var pathIDs = &pathIDCache{m: map[string]pathIDEntry{}}
-
-const pathIDTTL = time.Second
-
-type pathIDCache struct {
-	mu sync.Mutex
-	m  map[string]pathIDEntry
-}
-
-type pathIDEntry struct {
-	id fileID
-	at time.Time
-}
-
-func (c *pathIDCache) get(path string) (fileID, error) {
-	now := time.Now()
-	c.mu.Lock()
-	e, ok := c.m[path]
-	c.mu.Unlock()
-	if ok && now.Sub(e.at) < pathIDTTL {
-		return e.id, nil
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return fileID{}, err
-	}
-	id := fileID{dev: st.Dev, ino: st.Ino}
-	c.mu.Lock()
-	if len(c.m) >= 1024 { // many distinct paths: start over
-		clear(c.m)
-	}
-	c.m[path] = pathIDEntry{id: id, at: now}
-	c.mu.Unlock()
-	return id, nil
-}
-
 // rulesetCache keeps recently built rulesets by key. A ruleset can be
 // enforced any number of times, each landlock_restrict_self(2) making a
 // new domain, so reusing one shares nothing between children.
@@ -350,8 +298,6 @@ type rulesetEntry struct {
 
 // rulesetCacheSize bounds the descriptors the cache holds.
 const rulesetCacheSize = 32
-
-var rulesets = rulesetCache{entries: map[string]*rulesetEntry{}}
 
 // get returns a descriptor (a duplicate, owned by the caller) of the
 // ruleset for key, building it with build on a miss.
@@ -393,6 +339,16 @@ func (c *rulesetCache) get(key string, build func() (int, error)) (int, error) {
 	}
 	c.entries[key] = &rulesetEntry{fd: fd, used: c.clock}
 	return dup, nil
+}
+
+// close closes the cached rulesets.
+func (c *rulesetCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		unix.Close(e.fd)
+		delete(c.entries, k)
+	}
 }
 
 func addPathRule(rulesetFD int, path string, access uint64) error {

@@ -173,8 +173,11 @@ func TestLandlockMPTCPGapWithoutFilter(t *testing.T) {
 		syscall.Close(fd)
 	}
 	_, denied := listen(t)
-	noMPTCPFilter = true
-	defer func() { noMPTCPFilter = false }()
+	sp := newTestSpawner(t, Options{Cgroups: CgroupOptions{Disabled: true}})
+	sp.noMPTCPFilter = true
+	prev := testSpawner
+	testSpawner = sp
+	defer func() { testSpawner = prev }()
 	ll := &Landlock{RO: []string{binDir}, ConnectTCP: []uint16{1}}
 	r := run(t, &Spec{Path: testprog, Args: []string{"testprog", "dial", fmt.Sprint("127.0.0.1:", denied)}, Credential: nobody, Landlock: ll})
 	if !strings.Contains(r.stdout, "permission denied") {
@@ -204,10 +207,8 @@ func TestLandlockScope(t *testing.T) {
 }
 
 func TestLandlockUnsupported(t *testing.T) {
-	// Not parallel: it replaces the ABI probe.
 	needABI(t, 1)
 	real := LandlockABI()
-	defer func() { detectABI = LandlockABI }()
 	base := Landlock{RO: append([]string{"/proc"}, sysRO...)}
 	with := func(f func(*Landlock)) *Landlock { l := base; f(&l); return &l }
 	tests := []struct {
@@ -232,8 +233,12 @@ func TestLandlockUnsupported(t *testing.T) {
 			if tt.abi > real {
 				t.Skipf("kernel ABI %d", real)
 			}
-			detectABI = func() int { return tt.abi }
-			p, err := Start(&Spec{Path: "/bin/cat", Args: []string{"cat", "/proc/self/status"}, Landlock: tt.ll})
+			abi := tt.abi
+			if abi == 0 {
+				abi = -1 // as a kernel without Landlock
+			}
+			sp := newTestSpawner(t, Options{Cgroups: CgroupOptions{Disabled: true}, LandlockABI: abi})
+			p, err := sp.Start(&Spec{Path: "/bin/cat", Args: []string{"cat", "/proc/self/status"}, Landlock: tt.ll})
 			if tt.missing != nil {
 				var ue *UnsupportedError
 				if !errors.As(err, &ue) {

@@ -2,13 +2,17 @@ package sandbox
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// RlimInfinity is the "no limit" value of an [Rlimit] bound (RLIM_INFINITY).
-const RlimInfinity = ^uint64(0)
+// RlimitInfinity is the "no limit" value of an [Rlimit] bound
+// (RLIM_INFINITY), which a policy writes as "unlimited". It is the one
+// spelling of "unlimited" in sockwarden: the policy decoder and the
+// audit records use it too.
+const RlimitInfinity = ^uint64(0)
 
 // Rlimit is one resource limit of the child, as setrlimit(2) takes it.
 type Rlimit struct {
@@ -16,7 +20,7 @@ type Rlimit struct {
 	// [ParseRlimitName] for the names a policy may use.
 	Resource int
 	// Cur is the soft limit and Max the hard limit; Cur must not exceed
-	// Max. [RlimInfinity] means unlimited. Note that for RLIMIT_CPU a
+	// Max. [RlimitInfinity] means unlimited. Note that for RLIMIT_CPU a
 	// soft limit below the hard one ends a busy child with SIGXCPU, while
 	// Cur == Max ends it with SIGKILL.
 	Cur, Max uint64
@@ -56,6 +60,17 @@ func ParseRlimitName(name string) (int, error) {
 		return r, nil
 	}
 	return -1, fmt.Errorf("sandbox: unknown rlimit resource %q", name)
+}
+
+// RlimitNames returns the lower-case resource names, sorted: the keys a
+// decision's "rlimits" object may use.
+func RlimitNames() []string {
+	names := make([]string, 0, len(rlimitNames))
+	for n := range rlimitNames {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // RlimitName returns the lower-case name of an RLIMIT_* number, as

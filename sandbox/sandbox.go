@@ -276,7 +276,7 @@ var ErrRootRefused = errors.New("sandbox: refusing to run as uid 0 without Allow
 // rules, a [*CgroupUnsupportedError] when the host cannot enforce its
 // Cgroup, [ErrRootRefused], or a plain error for an invalid spec or a
 // failing system call.
-func Start(spec *Spec) (*Process, error) {
+func (s *Spawner) Start(spec *Spec) (*Process, error) {
 	if spec.Path == "" || len(spec.Args) == 0 {
 		return nil, errors.New("sandbox: spec needs Path and Args")
 	}
@@ -289,7 +289,7 @@ func Start(spec *Spec) (*Process, error) {
 	if err := validateRlimits(spec.Rlimits); err != nil {
 		return nil, err
 	}
-	if len(spec.Rlimits) > 0 && !hasSysResource() {
+	if len(spec.Rlimits) > 0 && !s.sysResource {
 		for _, r := range spec.Rlimits {
 			var cur unix.Rlimit
 			if unix.Getrlimit(r.Resource, &cur) == nil && r.Max > cur.Max {
@@ -301,12 +301,12 @@ func Start(spec *Spec) (*Process, error) {
 	if err := spec.Cgroup.validate(); err != nil {
 		return nil, err
 	}
-	plan, err := prepareLandlock(spec.Landlock)
+	plan, err := s.prepareLandlock(spec.Landlock)
 	if err != nil {
 		return nil, err
 	}
 	defer plan.close()
-	cg, cgReport, err := currentCgroups().newCgroup(spec.Cgroup)
+	cg, cgReport, err := s.cgroups.newCgroup(spec.Cgroup)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +326,7 @@ func Start(spec *Spec) (*Process, error) {
 		// clone3(CLONE_INTO_CGROUP): the child is born in its cgroup.
 		cgroupFD = cg.dirfd
 	}
-	fp, err := newForkPlan(spec, plan, cgroupFD, child)
+	fp, err := s.newForkPlan(spec, plan, cgroupFD, child)
 	if err != nil {
 		closeFDs(child[:])
 		closeAll(in, out, errp)

@@ -93,7 +93,7 @@ type result struct {
 // run starts spec with an empty stdin and collects its output and state.
 func run(t testing.TB, spec *Spec) result {
 	t.Helper()
-	p, err := Start(spec)
+	p, err := testSpawner.Start(spec)
 	if err != nil {
 		t.Fatalf("Start(%v): %v", spec.Args, err)
 	}
@@ -217,7 +217,7 @@ func TestSpawnErrors(t *testing.T) {
 			if tt.spec.Landlock != nil {
 				needABI(t, 1)
 			}
-			p, err := Start(&tt.spec)
+			p, err := testSpawner.Start(&tt.spec)
 			var se *SpawnError
 			if !errors.As(err, &se) {
 				if p != nil {
@@ -253,7 +253,7 @@ func TestInvalidSpecs(t *testing.T) {
 			if tt.spec.Landlock != nil && tt.spec.Landlock.RO != nil {
 				needABI(t, 1)
 			}
-			p, err := Start(&tt.spec)
+			p, err := testSpawner.Start(&tt.spec)
 			if err == nil {
 				collect(t, p)
 				t.Fatal("Start succeeded")
@@ -266,7 +266,7 @@ func TestRootRefused(t *testing.T) {
 	t.Parallel()
 	needRoot(t)
 	spec := &Spec{Path: "/bin/cat", Args: []string{"cat", "/proc/self/status"}, Credential: &Credential{UID: 0, GID: 0}}
-	if p, err := Start(spec); !errors.Is(err, ErrRootRefused) {
+	if p, err := testSpawner.Start(spec); !errors.Is(err, ErrRootRefused) {
 		if p != nil {
 			collect(t, p)
 		}
@@ -346,7 +346,7 @@ func TestProcessState(t *testing.T) {
 
 func TestSessionAndGroup(t *testing.T) {
 	t.Parallel()
-	p, err := Start(&Spec{Path: "/bin/cat", Args: []string{"cat", "/proc/self/stat"}})
+	p, err := testSpawner.Start(&Spec{Path: "/bin/cat", Args: []string{"cat", "/proc/self/stat"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +433,7 @@ func TestRlimits(t *testing.T) {
 			{Resource: unix.RLIMIT_NOFILE, Cur: 64, Max: 128},
 			{Resource: unix.RLIMIT_CORE, Cur: 0, Max: 0},
 			{Resource: unix.RLIMIT_STACK, Cur: 4 << 20, Max: 8 << 20},
-			{Resource: unix.RLIMIT_AS, Cur: 1 << 30, Max: RlimInfinity},
+			{Resource: unix.RLIMIT_AS, Cur: 1 << 30, Max: RlimitInfinity},
 			{Resource: unix.RLIMIT_NPROC, Cur: 100, Max: 200},
 			{Resource: unix.RLIMIT_CPU, Cur: 10, Max: 20},
 			{Resource: unix.RLIMIT_FSIZE, Cur: 1 << 20, Max: 2 << 20},
@@ -457,7 +457,7 @@ func TestRlimits(t *testing.T) {
 			unix.Getrlimit(unix.RLIMIT_NOFILE, &cur)
 			if strings.HasPrefix(tt.name, "raise") && !hasCap(t, unix.CAP_SYS_RESOURCE) && cur.Max < 1<<20 {
 				// Without CAP_SYS_RESOURCE the child must not start.
-				if p, err := Start(spec); err == nil || !strings.Contains(err.Error(), "CAP_SYS_RESOURCE") {
+				if p, err := testSpawner.Start(spec); err == nil || !strings.Contains(err.Error(), "CAP_SYS_RESOURCE") {
 					if p != nil {
 						collect(t, p)
 					}
@@ -517,7 +517,7 @@ func TestRlimitNproc(t *testing.T) {
 	// A uid of its own, so that no other test's processes count.
 	cred := &Credential{UID: 64998, GID: 64998}
 	path, args := sh(`i=0; while [ $i -lt 20 ]; do sleep 30 & i=$((i+1)); done; echo forked; ps -o pid= -u 64998 | wc -l`)
-	p, err := Start(&Spec{Path: path, Args: args, Credential: cred, Rlimits: []Rlimit{{Resource: unix.RLIMIT_NPROC, Cur: 5, Max: 5}}})
+	p, err := testSpawner.Start(&Spec{Path: path, Args: args, Credential: cred, Rlimits: []Rlimit{{Resource: unix.RLIMIT_NPROC, Cur: 5, Max: 5}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -579,7 +579,7 @@ func TestGroupSignal(t *testing.T) {
 	t.Parallel()
 	path, args := sh(`sleep 1000 & echo $!; wait`)
 	for _, spec := range []Spec{{Path: path, Args: args}, {Path: path, Args: args, Rlimits: []Rlimit{{Resource: unix.RLIMIT_CORE}}}} {
-		p, err := Start(&spec)
+		p, err := testSpawner.Start(&spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -611,7 +611,7 @@ func TestGroupSignal(t *testing.T) {
 func TestWaitKillsLeftovers(t *testing.T) {
 	t.Parallel()
 	path, args := sh(`sleep 1000 & echo $!`)
-	p, err := Start(&Spec{Path: path, Args: args})
+	p, err := testSpawner.Start(&Spec{Path: path, Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -656,7 +656,7 @@ func gone(pid int, timeout time.Duration) bool {
 // (the parent-death signal fires on the death of the forking thread).
 func TestChildSurvivesOtherSpawns(t *testing.T) {
 	t.Parallel()
-	p, err := Start(&Spec{Path: "/bin/sleep", Args: []string{"sleep", "1000"}})
+	p, err := testSpawner.Start(&Spec{Path: "/bin/sleep", Args: []string{"sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -726,7 +726,7 @@ func TestServerDeathHelper(t *testing.T) {
 		{Path: "/bin/sleep", Args: []string{"sleep", "1000"}, Rlimits: []Rlimit{{Resource: unix.RLIMIT_CORE}},
 			Landlock: &Landlock{RO: sysRO, BestEffort: true}},
 	} {
-		p, err := Start(spec)
+		p, err := testSpawner.Start(spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -760,7 +760,7 @@ func TestNoLeaks(t *testing.T) {
 	}
 	// Warm up: the pipes' poller, the Landlock ruleset cache.
 	for _, spec := range specs {
-		if p, err := Start(&spec); err == nil {
+		if p, err := testSpawner.Start(&spec); err == nil {
 			collect(t, p)
 		}
 	}
@@ -774,7 +774,7 @@ func TestNoLeaks(t *testing.T) {
 		go func(spec Spec) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p, err := Start(&spec)
+			p, err := testSpawner.Start(&spec)
 			if err != nil {
 				var se *SpawnError
 				if !errors.As(err, &se) {

@@ -7,8 +7,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"unsafe"
 
@@ -20,7 +18,7 @@ import (
 // limits. plan is the Landlock plan (nil without Landlock), cgroupFD the
 // child's cgroup (-1 for none), stdio the parent's descriptors that
 // become the child's 0, 1 and 2.
-func newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdio [3]int) (*forkPlan, error) {
+func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdio [3]int) (*forkPlan, error) {
 	argv0, err := syscall.BytePtrFromString(spec.Path)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: path: %w", err)
@@ -56,8 +54,8 @@ func newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdio [3]int) (*f
 		ppid:         uintptr(os.Getpid()),
 		nnp:          spec.NoNewPrivs || spec.Landlock != nil,
 		rulesetFD:    -1,
-		resetSignals: ignoredSignals(),
-		closeRange:   haveCloseRange(),
+		resetSignals: ignoredSignals(s.inheritedIgnored),
+		closeRange:   s.closeRange,
 	}
 	if c := spec.Credential; c != nil {
 		p.cred, p.uid, p.gid = true, uintptr(c.UID), uintptr(c.GID)
@@ -86,7 +84,7 @@ func newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdio [3]int) (*f
 		haveNofile = haveNofile || r.Resource == unix.RLIMIT_NOFILE
 	}
 	if !haveNofile {
-		if orig := startNofile(); orig != nil {
+		if orig := s.startNofile; orig != nil {
 			// Go raised the server's soft limit at start-up; the child
 			// gets the one the server was started with, as with os/exec.
 			p.rlimits = append(p.rlimits, rlimitArg{resource: unix.RLIMIT_NOFILE, lim: *orig})
@@ -122,26 +120,6 @@ func spawnError(path string, err error) error {
 	return &SpawnError{Path: path, Code: code, Err: err}
 }
 
-// hasSysResource reports whether the server has CAP_SYS_RESOURCE in its
-// effective set (probed once).
-var hasSysResource = sync.OnceValue(func() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return true // try, and fail with EPERM if not
-	}
-	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
-})
-
-// haveCloseRange reports whether the kernel has close_range(2) with
-// CLOSE_RANGE_CLOEXEC (Linux 5.11), with which the child marks every
-// descriptor from 3 up close-on-exec itself.
-var haveCloseRange = sync.OnceValue(func() bool {
-	// An empty range above any descriptor: a no-op where supported.
-	err := unix.CloseRange(^uint(0)>>33, ^uint(0)>>33, unix.CLOSE_RANGE_CLOEXEC)
-	return err == nil
-})
-
 // markCloexec sets close-on-exec on every descriptor of the server from 3
 // up (kernels without close_range(2) only).
 func markCloexec() {
@@ -170,9 +148,8 @@ type kernelSigaction struct {
 // 33, which the C library reserves; /proc/self/status, read once).
 // SIGKILL and SIGSTOP aside. The runtime itself resets the handlers of the
 // signals the server catches.
-func ignoredSignals() []uintptr {
+func ignoredSignals(inherited uint64) []uintptr {
 	var out []uintptr
-	inherited := inheritedIgnored()
 	for s := 1; s <= 64; s++ {
 		if s == int(unix.SIGKILL) || s == int(unix.SIGSTOP) {
 			continue
@@ -183,44 +160,6 @@ func ignoredSignals() []uintptr {
 	}
 	return out
 }
-
-// inheritedIgnored is the SigIgn mask of /proc/self/status when first
-// asked: every child gets them back at their default, whatever the
-// server did with them since.
-var inheritedIgnored = sync.OnceValue(func() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if hex, ok := strings.CutPrefix(line, "SigIgn:"); ok {
-			mask, _ := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			return mask
-		}
-	}
-	return 0
-})
-
-// startNofile returns the soft RLIMIT_NOFILE the server was started
-// with when the Go runtime raised it at start-up (it then sets the soft
-// limit to the hard limit minus one, and keeps the original for the
-// children of os/exec only), nil otherwise. The original is read off a
-// child that syscall.ForkExec starts, stopped by ptrace before its first
-// instruction, once.
-var startNofile = sync.OnceValue(func() *unix.Rlimit {
-	var lim unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Max == 0 || lim.Cur != lim.Max-1 {
-		return nil
-	}
-	orig, err := probeNofile()
-	if err != nil {
-		return nil
-	}
-	if orig.Cur == lim.Cur && orig.Max == lim.Max {
-		return nil
-	}
-	return orig
-})
 
 func probeNofile() (*unix.Rlimit, error) {
 	runtime.LockOSThread() // ptrace requests come from the tracer thread

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sockwarden/sockwarden/audit"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/sandbox"
 )
 
@@ -46,11 +47,7 @@ func (cn *conn) audited(what string, err error) error {
 	return err
 }
 
-func auditPeer(p Peer) audit.Peer {
-	return audit.Peer{PID: int(p.Pid), UID: p.UID, GID: p.GID, User: p.User, Group: p.Group, Exe: p.Exe}
-}
-
-func (cn *conn) recordDecision(req *Request, v *Verdict) error {
+func (cn *conn) recordDecision(req *Request, v *plan.Plan) error {
 	a := cn.s.cfg.Audit
 	if a == nil {
 		return nil
@@ -62,7 +59,7 @@ func (cn *conn) recordDecision(req *Request, v *Verdict) error {
 		Reasons:      v.Reasons,
 		Argv:         req.Argv,
 		Exe:          req.Exe,
-		Peer:         auditPeer(req.Peer),
+		Peer:         req.Peer,
 		Revision:     v.Revision,
 		EvalDuration: v.EvalDuration,
 		Cached:       v.Cached,
@@ -86,17 +83,18 @@ func (cn *conn) runAs(spec *sandbox.Spec) audit.RunAs {
 	if c := spec.Credential; c != nil {
 		r = audit.RunAs{UID: c.UID, GID: c.GID}
 		for _, g := range c.Groups {
-			r.Groups = append(r.Groups, audit.Group{ID: g, Name: cn.s.names.group(g)})
+			r.Groups = append(r.Groups, audit.Group{ID: g, Name: cn.s.names.Group(g)})
 		}
 	} else {
 		r = audit.RunAs{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	}
-	r.User = cn.s.names.user(r.UID)
-	r.Group = cn.s.names.group(r.GID)
+	r.User = cn.s.names.User(r.UID)
+	r.Group = cn.s.names.Group(r.GID)
 	return r
 }
 
-func (cn *conn) recordStart(spec *sandbox.Spec, proc *sandbox.Process, v *Verdict) error {
+func (cn *conn) recordStart(pl *plan.Plan, proc *sandbox.Process) error {
+	spec := &pl.Spec
 	a := cn.s.cfg.Audit
 	if a == nil {
 		return nil
@@ -127,28 +125,13 @@ func (cn *conn) recordStart(spec *sandbox.Spec, proc *sandbox.Process, v *Verdic
 	return cn.audited(audit.ActionStart, a.Start(st))
 }
 
-// rlimitNames maps RLIMIT_* numbers back to the names policies use.
-var rlimitNames = func() map[int]string {
-	m := map[int]string{}
-	for _, n := range []string{"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"} {
-		if r, err := sandbox.ParseRlimitName(n); err == nil {
-			m[r] = n
-		}
-	}
-	return m
-}()
-
 func rlimitsByName(rl []sandbox.Rlimit) map[string]uint64 {
 	if len(rl) == 0 {
 		return nil
 	}
 	m := make(map[string]uint64, len(rl))
 	for _, r := range rl {
-		name, ok := rlimitNames[r.Resource]
-		if !ok {
-			name = fmt.Sprintf("rlimit%d", r.Resource)
-		}
-		m[name] = r.Cur
+		m[sandbox.RlimitName(r.Resource)] = r.Cur
 	}
 	return m
 }
@@ -210,7 +193,7 @@ func (cn *conn) recordProtocolError(pe *ProtocolError) {
 	peer := cn.peer
 	cn.mu.Unlock()
 	cn.audited(audit.ActionProtocolError, a.ProtocolError(audit.ProtocolError{
-		RequestID: cn.id, Peer: auditPeer(peer), Error: pe.Err.Error(), BytesRead: pe.Offset,
+		RequestID: cn.id, Peer: peer, Error: pe.Err.Error(), BytesRead: pe.Offset,
 	}))
 }
 

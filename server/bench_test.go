@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/sockwarden/sockwarden/audit"
+	"github.com/sockwarden/sockwarden/peer"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/policy"
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // asUser judges a request as if it came from uid (the web tier's www-data
@@ -20,19 +23,19 @@ type asUser struct {
 	uid uint32
 }
 
-func (u asUser) Authorize(ctx context.Context, req *Request) (*Verdict, error) {
+func (u asUser) Authorize(ctx context.Context, req *Request) (*policy.Decision, error) {
 	r := *req
 	r.Peer.UID, r.Peer.GID, r.Peer.User, r.Peer.Group = u.uid, u.uid, "www-data", "www-data"
 	return u.a.Authorize(ctx, &r)
 }
 
-// fixed returns the same verdict for every request: the server with the
-// gate off, running the sandbox the gate would have chosen.
-type fixed struct{ v *Verdict }
+// fixed returns the same decision for every request: the server with
+// the gate off, running the sandbox the gate would have chosen.
+type fixed struct{ d *policy.Decision }
 
-func (f fixed) Authorize(context.Context, *Request) (*Verdict, error) {
-	v := *f.v
-	return &v, nil
+func (f fixed) Authorize(context.Context, *Request) (*policy.Decision, error) {
+	d := *f.d
+	return &d, nil
 }
 
 func exampleGate(b *testing.B) Authorizer {
@@ -40,31 +43,35 @@ func exampleGate(b *testing.B) Authorizer {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return asUser{NewPolicyGate(e, SandboxDefaults{}), 33}
+	return asUser{NewPolicyGate(e), 33}
 }
 
 func benchRequest() *Request {
-	return &Request{ID: "bench", Argv: []string{"true"}, Exe: "/usr/bin/true", Peer: Peer{Pid: 1, UID: 0}, Socket: "/run/s.sock", Time: time.Now()}
+	return &Request{ID: "bench", Argv: []string{"true"}, Exe: "/usr/bin/true", Peer: peer.Peer{PID: 1, UID: 0}, Socket: "/run/s.sock", Time: time.Now()}
 }
 
 // BenchmarkAuthorize is the gate's cost per request: the example policy's
-// evaluation plus turning the decision into a sandbox spec, against a
-// verdict computed in advance.
+// evaluation plus turning the decision into a plan (plan.Planner), against
+// a decision computed in advance.
 func BenchmarkAuthorize(b *testing.B) {
 	gate := exampleGate(b)
-	v, err := gate.Authorize(context.Background(), benchRequest())
-	if err != nil || !v.Allow {
-		b.Fatalf("example policy does not allow the benchmark request: %+v %v", v, err)
+	d, err := gate.Authorize(context.Background(), benchRequest())
+	if err != nil || !d.Allow {
+		b.Fatalf("example policy does not allow the benchmark request: %+v %v", d, err)
 	}
+	planner := plan.NewPlanner(plan.Host{UID: 0, Caps: sandbox.Capabilities{LandlockABI: sandbox.LandlockABI()}})
 	for _, bc := range []struct {
 		name string
 		a    Authorizer
-	}{{"fixed", fixed{v}}, {"example-policy", gate}} {
+	}{{"fixed", fixed{d}}, {"example-policy", gate}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			ctx := context.Background()
+			def := &plan.Defaults{}
 			for b.Loop() {
-				if v, _ := bc.a.Authorize(ctx, benchRequest()); !v.Allow {
+				req := benchRequest()
+				d, _ := bc.a.Authorize(ctx, req)
+				if p := planner.Plan(d, def, &plan.Request{ID: req.ID, Argv: req.Argv, Exe: req.Exe, Peer: req.Peer}); !p.Allow {
 					b.Fatal("denied")
 				}
 			}
@@ -80,9 +87,9 @@ func BenchmarkAuthorize(b *testing.B) {
 // per-request overheads of the gate and of the audit trail.
 func BenchmarkRequest(b *testing.B) {
 	gate := exampleGate(b)
-	v, err := gate.Authorize(context.Background(), benchRequest())
-	if err != nil || !v.Allow {
-		b.Fatalf("example policy does not allow the benchmark request: %+v %v", v, err)
+	d, err := gate.Authorize(context.Background(), benchRequest())
+	if err != nil || !d.Allow {
+		b.Fatalf("example policy does not allow the benchmark request: %+v %v", d, err)
 	}
 	openTrail := func(b *testing.B, sync audit.SyncPolicy) *audit.Logger {
 		f, err := audit.OpenFile(filepath.Join(b.TempDir(), "audit.jsonl"), audit.FileOptions{Sync: sync})
@@ -97,7 +104,7 @@ func BenchmarkRequest(b *testing.B) {
 		auth  Authorizer
 		trail func(b *testing.B) *audit.Logger
 	}{
-		{"gate-off", fixed{v}, nil},
+		{"gate-off", fixed{d}, nil},
 		{"gate", gate, nil},
 		{"gate+audit-file", gate, func(b *testing.B) *audit.Logger { return openTrail(b, audit.SyncNone) }},
 		{"gate+audit-fsync", gate, func(b *testing.B) *audit.Logger { return openTrail(b, audit.SyncEvery) }},
@@ -134,7 +141,7 @@ func benchServer(b *testing.B, cfg Config) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := New(cfg)
+	s := newTestServer(b, cfg)
 	go s.Serve(l)
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

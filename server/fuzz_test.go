@@ -14,25 +14,28 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sockwarden/sockwarden/sandbox"
+	"github.com/sockwarden/sockwarden/policy"
 )
 
 // harmless admits only programs that cannot hurt the machine whatever
 // argv the fuzzer invents; everything else is denied.
 type harmless struct{}
 
-func (harmless) Authorize(_ context.Context, req *Request) (*Verdict, error) {
+func (harmless) Authorize(_ context.Context, req *Request) (*policy.Decision, error) {
 	switch req.Exe {
 	case "/usr/bin/true", "/usr/bin/cat", "/usr/bin/echo", "/usr/bin/false":
-		return &Verdict{Allow: true, Spec: sandbox.Spec{Env: []string{"PATH=/usr/bin"}}, MaxOutputBytes: 1 << 20}, nil
+		return &policy.Decision{Allow: true, Env: map[string]string{"PATH": "/usr/bin"}, MaxOutputBytes: 1 << 20}, nil
 	}
-	return &Verdict{Message: "fuzzing"}, nil
+	return &policy.Decision{Message: "fuzzing"}, nil
 }
 
 var (
 	fuzzOnce sync.Once
 	fuzzSock string
 	fuzzSrv  *Server
+	// fuzzStates is the last state of each connection of the shared
+	// server (request id -> ConnState).
+	fuzzStates sync.Map
 	// fuzzBase is what the process holds once the shared server has
 	// served its first input: the descriptors and goroutines that every
 	// later input must give back.
@@ -64,11 +67,12 @@ func fuzzServer(t testing.TB) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := New(Config{
+		s := newTestServer(t, Config{
 			Authorizer:  harmless{},
 			Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 			KillTimeout: 100 * time.Millisecond,
 			MaxConns:    1000,
+			ConnState:   func(id string, st ConnState) { fuzzStates.Store(id, st) },
 		})
 		fuzzSrv = s
 		go s.Serve(l)
@@ -89,14 +93,15 @@ func assertNoLeak(t *testing.T, in []byte) {
 		if active == 0 && !fuzzBase.set {
 			fuzzBase.set, fuzzBase.fds, fuzzBase.routines = true, fds, grs
 		}
-		if active == 0 && fds <= fuzzBase.fds+fuzzFDSlack && grs <= fuzzBase.routines+fuzzGRSlack {
+		if active == 0 && fds <= fuzzBase.fds+fuzzFDSlack && grs <= fuzzBase.routines+fuzzGRSlack && allClosed() {
 			fuzzBase.maxFDs = max(fuzzBase.maxFDs, fds)
 			fuzzBase.maxGRs = max(fuzzBase.maxGRs, grs)
+			fuzzStates.Clear()
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leak after %q: %d connections still active, %d fds (baseline %d), %d goroutines (baseline %d)",
-				in, active, fds, fuzzBase.fds, grs, fuzzBase.routines)
+			t.Fatalf("leak after %q: %d connections still active, %d fds (baseline %d), %d goroutines (baseline %d), states %v",
+				in, active, fds, fuzzBase.fds, grs, fuzzBase.routines, notClosed())
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -157,6 +162,28 @@ func FuzzConn(f *testing.F) {
 		// across iterations.
 		assertNoLeak(t, in)
 	})
+}
+
+// notClosed lists the connections of the shared server whose last state
+// is not closed.
+func notClosed() map[string]ConnState {
+	m := map[string]ConnState{}
+	fuzzStates.Range(func(k, v any) bool {
+		if v.(ConnState) != StateClosed {
+			m[k.(string)] = v.(ConnState)
+		}
+		return true
+	})
+	return m
+}
+
+// allClosed reports whether every connection the shared server has seen
+// (at least the fuzz input's and the liveness check's) ended in
+// StateClosed.
+func allClosed() bool {
+	n := 0
+	fuzzStates.Range(func(any, any) bool { n++; return true })
+	return n >= 2 && len(notClosed()) == 0
 }
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }

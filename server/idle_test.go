@@ -13,15 +13,18 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/policy"
 )
 
 // The poller calls a registration back once per arming, and never after
 // remove has returned.
 func TestPollerOneShot(t *testing.T) {
-	p := sharedPoller()
-	if p == nil {
-		t.Skip("no poller")
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer p.close()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -68,9 +71,6 @@ func TestPollerOneShot(t *testing.T) {
 // pumps and the wait for the exit are parked with the poller. Closing the
 // connection still kills the program.
 func TestHeldConnectionsParked(t *testing.T) {
-	if sharedPoller() == nil {
-		t.Skip("no poller")
-	}
 	s, sock := startServer(t, Config{KillTimeout: time.Second})
 	const n = 40
 	base := runtime.NumGoroutine()
@@ -196,13 +196,13 @@ type blockingAuth struct {
 	release sync.Once
 }
 
-func (a *blockingAuth) Authorize(ctx context.Context, req *Request) (*Verdict, error) {
+func (a *blockingAuth) Authorize(ctx context.Context, req *Request) (*policy.Decision, error) {
 	if a.n.Add(1) == a.want {
 		a.release.Do(func() { close(a.all) })
 	}
 	select {
 	case <-a.all:
-		return &Verdict{Allow: true}, nil
+		return &policy.Decision{Allow: true}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -211,7 +211,7 @@ func (a *blockingAuth) Authorize(ctx context.Context, req *Request) (*Verdict, e
 // Judgements are never queued behind one another: with more requests in
 // judgement than there are judges, all proceed at once.
 func TestJudgementsNotQueued(t *testing.T) {
-	want := judges.max + 3
+	want := newJudgePool().max + 3
 	a := &blockingAuth{want: want, all: make(chan struct{})}
 	_, sock := startServer(t, Config{Authorizer: a, MaxConns: int(want) + 1})
 	var wg sync.WaitGroup

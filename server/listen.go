@@ -129,30 +129,3 @@ func checkExisting(path string) error {
 	}
 	return fmt.Errorf("listen: probing existing socket %s: %w", path, err)
 }
-
-// sameFile reports whether path still names the socket fi describes.
-func sameFile(path string, fi os.FileInfo) bool {
-	cur, err := os.Lstat(path)
-	return err == nil && os.SameFile(cur, fi)
-}
-
-// peerCred returns the kernel's record of the process at the other end
-// of c.
-func peerCred(c *net.UnixConn) (Peer, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return Peer{}, fmt.Errorf("peer credentials: %w", err)
-	}
-	var cred *unix.Ucred
-	var cerr error
-	err = raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return Peer{}, fmt.Errorf("peer credentials: %w", err)
-	}
-	return Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
-}

@@ -3,8 +3,8 @@ package server
 import (
 	"errors"
 	"os"
-	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -13,8 +13,7 @@ import (
 
 // A held connection whose program runs quietly should cost next to
 // nothing: no goroutine per descriptor waiting for something to happen.
-// The poller is one epoll set for the whole process in which a
-// connection registers what it waits for (its client's socket, its
+// The poller is one epoll set per server in which a connection registers what it waits for (its client's socket, its
 // child's output pipes, a pidfd for its exit); a goroutine is started
 // only when one of them is ready. The epoll descriptor is itself waited
 // on through the runtime's network poller, so no OS thread blocks in
@@ -27,10 +26,13 @@ import (
 // Once remove has returned, a registration's callback is not running
 // and will not run again.
 type poller struct {
-	epfd int
-	mu   sync.Mutex
-	next uint64
-	regs map[uint64]*pollReg
+	epfd   int
+	f      *os.File // epfd, in the runtime's poller
+	closed atomic.Bool
+	done   chan struct{}
+	mu     sync.Mutex
+	next   uint64
+	regs   map[uint64]*pollReg
 }
 
 // pollReg is one descriptor registered with the poller.
@@ -59,17 +61,6 @@ func (fd rawFD) Control(f func(uintptr)) error {
 	return nil
 }
 
-// sharedPoller returns the process's poller, or nil when the kernel
-// offers none (callers then wait on goroutines of their own). It lives
-// as long as the process.
-var sharedPoller = sync.OnceValue(func() *poller {
-	p, err := newPoller()
-	if err != nil {
-		return nil
-	}
-	return p
-})
-
 func newPoller() (*poller, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -91,16 +82,25 @@ func newPoller() (*poller, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &poller{epfd: fd, regs: make(map[uint64]*pollReg)}
-	go p.loop(f, raw)
+	p := &poller{epfd: fd, f: f, done: make(chan struct{}), regs: make(map[uint64]*pollReg)}
+	go p.loop(raw)
 	return p, nil
 }
 
-// loop dispatches ready events for the life of the process.
-func (p *poller) loop(f *os.File, raw syscall.RawConn) {
+// close stops the poller once no connection uses it (the server's
+// Shutdown).
+func (p *poller) close() {
+	p.closed.Store(true)
+	p.f.Close()
+	<-p.done
+}
+
+// loop dispatches ready events until the poller is closed.
+func (p *poller) loop(raw syscall.RawConn) {
+	defer close(p.done)
 	events := make([]unix.EpollEvent, 64)
 	for {
-		raw.Read(func(fd uintptr) bool {
+		err := raw.Read(func(fd uintptr) bool {
 			for {
 				n, err := unix.EpollWait(int(fd), events, 0)
 				if err == unix.EINTR {
@@ -121,11 +121,13 @@ func (p *poller) loop(f *os.File, raw syscall.RawConn) {
 				}
 			}
 		})
-		// Read returns only if epoll_wait failed, which it does not on a
-		// valid descriptor; giving up would strand every parked
+		if err != nil && p.closed.Load() {
+			return
+		}
+		// Otherwise Read returns only if epoll_wait failed, which it does
+		// not on a valid descriptor; giving up would strand every parked
 		// connection, so try again.
 		time.Sleep(10 * time.Millisecond)
-		runtime.KeepAlive(f)
 	}
 }
 

@@ -18,8 +18,9 @@ import (
 // the child, the child's stdout and stderr to the client. Each has a
 // goroutine only while data moves. An idle pump is parked: registered
 // with the poller, which starts its goroutine again once its descriptor
-// is readable (data, end of stream or hang-up). Without a poller, or when
-// a registration fails, a pump keeps its goroutine and blocks as usual.
+// is readable (data, end of stream or hang-up). When a registration fails
+// (the kernel out of memory for epoll items), a pump keeps its goroutine
+// and blocks as usual.
 type pumpState uint8
 
 const (
@@ -47,7 +48,7 @@ type deadliner interface {
 // its read buffer back while parked.
 type stdinPump struct {
 	cn   *conn
-	p    *poller // nil: no parking
+	p    *poller
 	br   *bufio.Reader
 	dec  *netstring.Decoder
 	w    io.WriteCloser // the child's stdin
@@ -135,9 +136,6 @@ func (s *stdinPump) closeStdin() {
 // readable, and gives the read buffer back. It reports false when the
 // pump must go on blocking instead.
 func (s *stdinPump) park() bool {
-	if s.p == nil {
-		return false
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.noPark {
@@ -210,6 +208,16 @@ func (s *stdinPump) stop() {
 	}
 }
 
+var outBufs = sync.Pool{New: func() any {
+	b := make([]byte, frameHead+outBufSize+1)
+	return &b
+}}
+
+var stdinBufs = sync.Pool{New: func() any {
+	b := make([]byte, stdinCopyBufSize)
+	return &b
+}}
+
 // connReaders are the read buffers of the connections, shared: a
 // connection holds one while it reads its request and while stdin flows,
 // not while its program runs quietly.
@@ -274,7 +282,7 @@ func (o *outPump) init(cn *conn, wg *sync.WaitGroup, r io.ReadCloser, typ string
 
 // start parks the pump with p, or, failing that, starts its goroutine.
 func (o *outPump) start(p *poller) {
-	if dl, ok := o.r.(deadliner); ok && p != nil && o.raw != nil && dl.SetReadDeadline(time.Time{}) == nil {
+	if dl, ok := o.r.(deadliner); ok && o.raw != nil && dl.SetReadDeadline(time.Time{}) == nil {
 		o.mu.Lock()
 		o.state = pumpParked
 		reg, err := p.register(o.raw, unix.EPOLLIN, func(*pollReg) { go o.resume() })

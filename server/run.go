@@ -4,12 +4,20 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sockwarden/sockwarden/netstring"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/sandbox"
 )
 
@@ -49,14 +57,15 @@ const (
 // run starts pumping a started child's streams and returns: the
 // connection goes on without a goroutine until something happens, and is
 // ended by finish once the child has exited and its output is drained.
-func (cn *conn) run(ctx context.Context, proc *sandbox.Process, br *bufio.Reader, dec *netstring.Decoder, v *Verdict, deadline time.Time, killTimeout time.Duration) {
-	p := sharedPoller()
+func (cn *conn) run(ctx context.Context, proc *sandbox.Process, br *bufio.Reader, dec *netstring.Decoder, pl *plan.Plan, deadline time.Time) {
+	p := cn.s.poller
+	killTimeout := pl.KillTimeout
 	// One allocation for the connection's running state.
 	r := &runner{
 		cn:          cn,
 		proc:        proc,
 		k:           killer{cn: cn, proc: proc, timeout: killTimeout, log: cn.log},
-		in:          stdinPump{cn: cn, p: p, br: br, dec: dec, w: proc.Stdin, max: v.MaxStdinBytes, open: true},
+		in:          stdinPump{cn: cn, p: p, br: br, dec: dec, w: proc.Stdin, max: pl.MaxStdinBytes, open: true},
 		killTimeout: killTimeout,
 		// Once a kill has started, a client that does not read may hold
 		// up the output and the reply for this long: the escalation, the
@@ -66,8 +75,8 @@ func (cn *conn) run(ctx context.Context, proc *sandbox.Process, br *bufio.Reader
 	}
 	// Everything an event touches is set before the first event can come.
 	cn.r = r
-	r.out[0].init(cn, &r.outputs, proc.Stdout, "6:stdout,", &cn.stdout, v.MaxOutputBytes)
-	r.out[1].init(cn, &r.outputs, proc.Stderr, "6:stderr,", &cn.stderr, v.MaxOutputBytes)
+	r.out[0].init(cn, &r.outputs, proc.Stdout, "6:stdout,", &cn.stdout, pl.MaxOutputBytes)
+	r.out[1].init(cn, &r.outputs, proc.Stderr, "6:stderr,", &cn.stderr, pl.MaxOutputBytes)
 	r.outputs.Add(2)
 	r.out[0].start(p)
 	r.out[1].start(p)
@@ -91,15 +100,15 @@ func (r *runner) event(ev int) {
 	cn := r.cn
 	switch ev {
 	case evTimeout:
-		r.k.kill(KillTimeout)
+		r.k.kill(KillReasonTimeout)
 		cn.c.SetWriteDeadline(time.Now().Add(r.writeGrace))
 	case evShutdown:
-		r.k.kill(KillShutdown)
+		r.k.kill(KillReasonShutdown)
 		cn.c.SetWriteDeadline(time.Now().Add(r.writeGrace))
 	case evWriteFail:
-		r.k.kill(KillDisconnect)
+		r.k.kill(KillReasonDisconnect)
 	case evOutLimit:
-		r.k.kill(KillOutputLimit)
+		r.k.kill(KillReasonOutputLimit)
 	}
 }
 
@@ -119,9 +128,9 @@ func (r *runner) stdinEnded(err error) {
 	if errors.As(err, &pe) {
 		cn.log.Warn("malformed stdin; closing connection", "err", err)
 		cn.recordProtocolError(pe)
-		r.k.kill(KillProtocolError)
+		r.k.kill(KillReasonProtocolError)
 	} else {
-		r.k.kill(KillDisconnect)
+		r.k.kill(KillReasonDisconnect)
 	}
 	cn.c.SetWriteDeadline(aLongTimeAgo)
 }
@@ -134,6 +143,7 @@ func (r *runner) finish(st *sandbox.State, err error) {
 	r.mu.Lock()
 	r.exited = true
 	r.mu.Unlock()
+	cn.setState(StateFinishing)
 	// Whatever the leader left behind in its group went with it: Wait
 	// killed the group before reaping the leader.
 	k.stop()
@@ -171,7 +181,7 @@ func (r *runner) finish(st *sandbox.State, err error) {
 		"wall", st.Wall, "kill_reason", k.reason, "escalated", k.escalated.Load(),
 		"stdin_bytes", cn.stdinBytes.Load(), "stdout_bytes", cn.stdout.bytes.Load(), "stderr_bytes", cn.stderr.bytes.Load())
 	cn.recordExit(r.proc, st)
-	if k.reason == KillDisconnect || k.reason == KillProtocolError {
+	if k.reason == KillReasonDisconnect || k.reason == KillReasonProtocolError {
 		return
 	}
 	var b []byte
@@ -198,25 +208,201 @@ func (r *runner) finish(st *sandbox.State, err error) {
 // watchExit calls done with how proc ended, once it has, on a goroutine
 // of its own. The wait is the child's pidfd registered with the poller:
 // no goroutine waits meanwhile. The registration is removed before Wait,
-// which closes the pidfd.
+// which closes the pidfd. When the registration fails (the kernel is out
+// of memory for epoll items), a goroutine waits in Wait instead.
 func watchExit(p *poller, proc *sandbox.Process, done func(*sandbox.State, error)) {
 	reap := func() {
 		st, err := proc.Wait()
 		done(st, err)
 	}
-	if p != nil {
-		_, err := p.register(rawFD(proc.PidFD()), unix.EPOLLIN, func(r *pollReg) {
-			go func() {
-				r.remove()
-				reap()
-			}()
-		})
-		if err == nil {
-			return
+	_, err := p.register(rawFD(proc.PidFD()), unix.EPOLLIN, func(r *pollReg) {
+		go func() {
+			r.remove()
+			reap()
+		}()
+	})
+	if err != nil {
+		go reap()
+	}
+}
+
+// errHangup is returned by a write to the child's stdin that was blocked
+// (the child not reading) when the client hung up.
+var errHangup = errors.New("client hung up while the program was not reading its stdin")
+
+// hangupCheck is how often a blocked write to the child's stdin looks
+// whether the client is still there.
+const hangupCheck = 200 * time.Millisecond
+
+// stdinWriter writes to the child's stdin. While a write is blocked
+// because the child does not read, it checks the client every hangupCheck,
+// so that a client that hangs up is noticed even though nobody reads its
+// connection meanwhile. It is a plain Writer (no ReadFrom), so that
+// io.CopyBuffer uses the pooled buffer.
+type stdinWriter struct {
+	cn *conn
+	w  io.Writer
+}
+
+func (sw stdinWriter) Write(p []byte) (int, error) {
+	dl, ok := sw.w.(interface{ SetWriteDeadline(time.Time) error })
+	if !ok {
+		return sw.w.Write(p)
+	}
+	defer dl.SetWriteDeadline(time.Time{})
+	total := 0
+	for {
+		if err := dl.SetWriteDeadline(time.Now().Add(hangupCheck)); err != nil {
+			n, err := sw.w.Write(p[total:]) // not pollable: plain blocking write
+			return total + n, err
+		}
+		n, err := sw.w.Write(p[total:])
+		total += n
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return total, err
+		}
+		if sw.cn.hungUp() {
+			return total, errHangup
 		}
 	}
-	go func() {
-		awaitExit(proc.Pid)
-		reap()
-	}()
+}
+
+// hungUp reports whether the client has closed (or half-closed) its end,
+// without reading from the connection.
+func (cn *conn) hungUp() bool {
+	raw, err := cn.c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, _ := unix.Poll(fds, 0); n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+			hup = true
+		}
+	})
+	return hup
+}
+
+// isWriteSideError tells a failed write to the child's stdin (which only
+// means the child no longer reads) from a failed read of the client.
+func isWriteSideError(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed)
+}
+
+func inputError(err error, off int64) error {
+	var se *netstring.SyntaxError
+	if errors.As(err, &se) {
+		return &ProtocolError{Offset: off, Err: err}
+	}
+	return err
+}
+
+// readPooled reads from r into a pooled buffer at offset frameHead.
+func readPooled(r io.Reader, raw syscall.RawConn) (*[]byte, int, error) {
+	if raw == nil {
+		bp := outBufs.Get().(*[]byte)
+		n, err := r.Read((*bp)[frameHead : frameHead+outBufSize])
+		return bp, n, err
+	}
+	var bp *[]byte
+	var n int
+	var rerr error
+	err := raw.Read(func(fd uintptr) bool {
+		if bp == nil {
+			bp = outBufs.Get().(*[]byte)
+		}
+		n, rerr = unix.Read(int(fd), (*bp)[frameHead:frameHead+outBufSize])
+		if rerr == unix.EAGAIN {
+			outBufs.Put(bp)
+			bp = nil
+			return false
+		}
+		if rerr == unix.EINTR {
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return bp, 0, err
+	case rerr != nil:
+		return bp, 0, rerr
+	case n == 0:
+		return bp, 0, io.EOF
+	}
+	return bp, n, nil
+}
+
+// writeFrame sends buf[frameHead:frameHead+n] as one "type, data" pair in
+// a single write, building the headers in the room left before the data.
+func (cn *conn) writeFrame(typ string, buf []byte, n int) error {
+	var tmp [frameHead]byte
+	h := append(tmp[:0], typ...)
+	h = netstring.AppendHeader(h, n)
+	start := frameHead - len(h)
+	copy(buf[start:], h)
+	buf[frameHead+n] = ','
+	return cn.write(buf[start : frameHead+n+1])
+}
+
+// killer sends SIGTERM to a child's group, then SIGKILL after a timeout,
+// and records both.
+type killer struct {
+	cn        *conn
+	proc      *sandbox.Process
+	timeout   time.Duration
+	log       *slog.Logger
+	reason    string
+	timer     *time.Timer
+	fired     chan struct{} // closed when the escalation has run
+	stopped   bool
+	escalated atomic.Bool
+}
+
+func (k *killer) kill(reason string) {
+	if k.reason != "" {
+		return
+	}
+	k.reason = reason
+	k.log.Info("killing child's process group", "reason", reason, "pid", k.proc.Pid, "signal", "TERM")
+	err := k.proc.Signal(syscall.SIGTERM)
+	if err != nil {
+		k.log.Error("kill", "err", err)
+	}
+	k.cn.recordKill(k.proc, reason, "TERM", false, err)
+	k.fired = make(chan struct{})
+	k.timer = time.AfterFunc(k.timeout, func() {
+		defer close(k.fired)
+		k.escalated.Store(true)
+		k.log.Info("child outlived the kill timeout; escalating", "reason", reason, "pid", k.proc.Pid, "signal", "KILL")
+		err := k.proc.Signal(syscall.SIGKILL)
+		if err != nil {
+			k.log.Error("kill", "err", err)
+		}
+		k.cn.recordKill(k.proc, reason, "KILL", true, err)
+	})
+}
+
+// stop cancels the escalation; if it has already begun, stop waits for it
+// to finish, so that its exec.kill record comes before the exit record.
+func (k *killer) stop() {
+	if k.timer != nil && !k.stopped {
+		k.stopped = true
+		if !k.timer.Stop() {
+			<-k.fired
+		}
+	}
+}
+
+// signalName returns a signal's name without the "SIG" prefix, as the
+// sockexec protocol sends it ("TERM", "KILL", "XFSZ").
+func signalName(sig syscall.Signal) string {
+	if sig == 0 {
+		return ""
+	}
+	if name := unix.SignalName(sig); name != "" {
+		return strings.TrimPrefix(name, "SIG")
+	}
+	return strconv.Itoa(int(sig))
 }

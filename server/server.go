@@ -23,6 +23,9 @@ import (
 	"time"
 
 	"github.com/sockwarden/sockwarden/audit"
+	"github.com/sockwarden/sockwarden/peer"
+	"github.com/sockwarden/sockwarden/plan"
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // Defaults of [Config], those of sockexec where it has one.
@@ -53,6 +56,18 @@ type Config struct {
 	// Authorizer judges every request. Nil means [SameUID] with the
 	// server's uid.
 	Authorizer Authorizer
+	// Defaults fill what a decision leaves out (see plan.Planner);
+	// Defaults.KillTimeout is KillTimeout.
+	Defaults plan.Defaults
+	// Spawner starts the programs. Nil means one made by New with
+	// sandbox.New's defaults (a cgroup per request under
+	// <own cgroup>/sockwarden where the host allows), closed by Shutdown;
+	// a Spawner given here is the caller's to close.
+	Spawner *sandbox.Spawner
+	// ConnState, if not nil, is called each time a connection changes
+	// state (see [ConnState]), on the goroutine that changes it, as
+	// net/http's Server.ConnState is.
+	ConnState func(requestID string, state ConnState)
 	// Path is the PATH used to resolve a bare argv[0]; the client's
 	// environment is never consulted.
 	Path string
@@ -90,8 +105,12 @@ func (c *Config) setDefaults() {
 		c.Path = DefaultPath
 	}
 	if c.Authorizer == nil {
-		c.Authorizer = SameUID{UID: uint32(os.Getuid()), Env: []string{"PATH=" + c.Path}}
+		c.Authorizer = SameUID{UID: uint32(os.Getuid())}
+		if c.Defaults.Env == nil {
+			c.Defaults.Env = map[string]string{"PATH": c.Path}
+		}
 	}
+	c.Defaults.KillTimeout = c.KillTimeout
 	if c.MaxArgs <= 0 {
 		c.MaxArgs = DefaultMaxArgs
 	}
@@ -117,7 +136,13 @@ type Server struct {
 	ctx    context.Context // canceled at shutdown
 	cancel context.CancelFunc
 
-	names names // peer name cache
+	names    *peer.Names // peer name cache
+	spawner  *sandbox.Spawner
+	ownSpawn bool // spawner made by New, closed by Shutdown
+	planner  *plan.Planner
+	defaults atomic.Pointer[plan.Defaults]
+	judges   *judgePool
+	poller   *poller
 
 	mu       sync.Mutex
 	listener *net.UnixListener
@@ -130,18 +155,53 @@ type Server struct {
 	served    atomic.Int64 // requests completed
 }
 
-// New returns a server with the given configuration.
-func New(cfg Config) *Server {
+// New returns a server with the given configuration. It fails when the
+// server's event poller (epoll) or, without Config.Spawner, the spawner
+// cannot be set up.
+func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		ctx:    ctx,
-		cancel: cancel,
-		conns:  make(map[*conn]struct{}),
+	p, err := newPoller()
+	if err != nil {
+		return nil, fmt.Errorf("server: event poller: %w", err)
 	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		conns:   make(map[*conn]struct{}),
+		names:   peer.NewNames(),
+		spawner: cfg.Spawner,
+		judges:  newJudgePool(),
+		poller:  p,
+	}
+	if s.spawner == nil {
+		if s.spawner, err = sandbox.New(sandbox.Options{}); err != nil {
+			p.close()
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.ownSpawn = true
+	}
+	sp := s.spawner
+	s.planner = plan.NewPlanner(plan.Host{
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
+		Caps: sp.Capabilities(), Existing: sp.Existing,
+	})
+	s.SetDefaults(cfg.Defaults)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
 }
+
+// SetDefaults puts new sandbox defaults in force for the requests judged
+// from now on (SIGHUP). d.KillTimeout 0 keeps the server's.
+func (s *Server) SetDefaults(d plan.Defaults) {
+	if d.KillTimeout <= 0 {
+		d.KillTimeout = s.cfg.KillTimeout
+	}
+	s.defaults.Store(&d)
+}
+
+// Planner returns the planner that turns the server's decisions into what
+// it runs (for `sockwarden check`, which must answer as the server does).
+func (s *Server) Planner() *plan.Planner { return s.planner }
 
 // ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown].
 var ErrServerClosed = errors.New("server closed")
@@ -208,6 +268,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.poller.close()
+		if s.ownSpawn {
+			s.spawner.Close()
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("shutdown: %w", ctx.Err())
@@ -229,7 +293,8 @@ func (s *Server) Stats() Stats {
 // ConnInfo describes one live connection, for operator dumps.
 type ConnInfo struct {
 	RequestID string
-	Peer      Peer
+	State     ConnState
+	Peer      peer.Peer
 	Argv      []string
 	ChildPid  int
 	Since     time.Time

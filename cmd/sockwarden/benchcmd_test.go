@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/server"
 )
 
@@ -27,7 +28,11 @@ func benchServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Config{Socket: sock, Logger: slog.New(slog.DiscardHandler)})
+	// The tests run as root: SameUID runs programs as the server's user.
+	srv, err := server.New(server.Config{Socket: sock, Logger: slog.New(slog.DiscardHandler), Defaults: plan.Defaults{AllowRoot: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -17,7 +17,7 @@ import (
 
 func needCgroups(t *testing.T) {
 	t.Helper()
-	if r := sandbox.CgroupInfo(); !r.Available {
+	if r := sandbox.Probe(sandbox.Options{}).Cgroups; !r.Available {
 		t.Skipf("no per-request cgroups on this host: %s", r.Reason)
 	}
 }
@@ -92,7 +92,7 @@ decision := {"allow": true, "run_as": {"user": "65534", "group": "65534"}}
 	}
 	// While it runs the server keeps a few empty request cgroups for
 	// reuse; once it has stopped, none of its request cgroups is left.
-	r := sandbox.CgroupInfo()
+	r := sandbox.Probe(sandbox.Options{}).Cgroups
 	mine := filepath.Join(r.Parent, fmt.Sprintf("req-%d-*", ts.Cmd.Process.Pid))
 	if running, _ := filepath.Glob(mine); len(running) == 0 {
 		t.Errorf("no request cgroup of the running server matches %s: wrong place?", mine)
@@ -112,7 +112,7 @@ decision := {"allow": true, "run_as": {"user": "65534", "group": "65534"}}
 // with a clear message, never run without the limit.
 func TestCgroupMissingControllerRefused(t *testing.T) {
 	needCgroups(t)
-	r := sandbox.CgroupInfo()
+	r := sandbox.Probe(sandbox.Options{}).Cgroups
 	for _, c := range r.Controllers {
 		if c == "memory" {
 			t.Skip("this host has the memory controller; nothing to refuse")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sockwarden/sockwarden/config"
+	"github.com/sockwarden/sockwarden/peer"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/policy"
+	"github.com/sockwarden/sockwarden/sandbox"
+	"github.com/sockwarden/sockwarden/server"
 )
 
 // Exit statuses of `check` and `policy test`.
@@ -58,23 +64,34 @@ func (f *policyIDFlag) Set(s string) error {
 	return nil
 }
 
-const checkUsage = `Usage: sockwarden check [-p PATH]... [--uid N] [--gid N] [--pid N] [--socket PATH] [--query Q] [--timeout D] [--json] -- argv...
+const checkUsage = `Usage: sockwarden check [-c config.toml] [-p PATH]... [--uid N] [--gid N] [--pid N] [--socket PATH] [--query Q] [--timeout D] [--json] -- argv...
 
-Print the decision the policy makes for a request, as indented JSON: allow,
-message, reasons, run_as, rlimits, landlock, cgroup, timeout, kill_timeout, env,
-cwd, umask, max_output_bytes, max_stdin_bytes, revision, eval_duration, and error
-when the deny is due to a policy error.
+Print what a server with this configuration would do with a request, as
+indented JSON: the policy's decision (allow, message, reasons, run_as,
+rlimits, landlock, cgroup, timeout, kill_timeout, env, cwd, umask,
+max_output_bytes, max_stdin_bytes, revision, eval_duration, and error when
+the deny is due to a policy error), with "allow" and "message" as the
+server would answer, and under "server": the outcome ("run", "denied" or
+"not started"), the reply the client would get when the program does not
+run (its stderr line and exit code, 126 or 127), or the plan it would run
+(program, identity, limits, Landlock paths with those missing on this host
+dropped, cgroup, environment), and the containment this host offers.
 
-argv[0] is resolved on this process's PATH the way the server resolves it;
-a bare name that is not found leaves input.exe empty.
+The request is judged and planned by the same code as the server's:
+argv[0] is resolved on server.path (not this process's PATH), and the
+configuration's sandbox defaults, policy and cgroup settings apply (-c).
+The server's identity is taken to be this process's: run check as the
+server's user for the server's answer on run_as and root.
 
-Exit status: 0 allowed, 1 denied, 2 bad usage or the policy failed to load.
+Exit status: 0 the program would run, 1 it would not (denied, or cannot
+start), 2 bad usage or the configuration or policy failed to load.
 
 Flags:
 `
 
-// runCheck implements `sockwarden check`: it evaluates the policy for one
-// synthetic request and prints the decision. See checkUsage.
+// runCheck implements `sockwarden check`: it judges and plans one
+// synthetic request as the server would and prints the outcome. See
+// checkUsage.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -82,13 +99,14 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		paths         policyPathsFlag
 		uid, gid, pid policyIDFlag
 	)
-	fs.Var(&paths, "p", "policy `path`: a .rego, .json or .yaml file, a directory or a bundle .tar.gz;\nrepeatable (default: the embedded default policy, which allows only this process's uid)")
+	configFile := fs.String("c", "", "the server's TOML configuration `file`: server.path, the [sandbox] defaults and the [policy] settings")
+	fs.Var(&paths, "p", "policy `path`: a .rego, .json or .yaml file, a directory or a bundle .tar.gz;\nrepeatable (default: the configuration's, else the embedded default policy,\nwhich allows only this process's uid)")
 	fs.Var(&uid, "uid", "caller `uid` (default: this process's uid)")
 	fs.Var(&gid, "gid", "caller `gid` (default: the primary group of --uid, else this process's gid)")
 	fs.Var(&pid, "pid", "caller `pid` (default: this process's pid)")
-	socket := fs.String("socket", "/run/sockwarden/exec.sock", "socket `path` the request claims to come in on (input.socket)")
+	socket := fs.String("socket", "", "socket `path` the request claims to come in on (input.socket; default: the configuration's server.socket, else /run/sockwarden/exec.sock)")
 	query := fs.String("query", policy.DefaultQuery, "the decision `query` (only with -p)")
-	timeout := fs.Duration("timeout", time.Second, "evaluation `deadline` (the server's default is 100ms; a one-off check in a cold process gets more)")
+	timeout := fs.Duration("timeout", 0, "evaluation `deadline` (default: the configuration's policy.eval_timeout, 1s)")
 	asJSON := fs.Bool("json", false, "print {\"input\": ..., \"decision\": ...}: the input document the policy saw, then the decision")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, checkUsage)
@@ -112,6 +130,27 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sockwarden check: --query needs a policy (-p)")
 		return policyExitUsage
 	}
+	cfg := config.Default()
+	if *configFile != "" {
+		var err error
+		if cfg, err = config.Load(*configFile); err != nil {
+			fmt.Fprintf(stderr, "sockwarden check: %v\n", err)
+			return policyExitUsage
+		}
+	}
+	if len(paths) > 0 {
+		cfg.Policy.Paths, cfg.Policy.Query = paths, *query
+	}
+	if *timeout > 0 {
+		cfg.Policy.EvalTimeout = config.Duration(*timeout)
+	}
+	cfg.Policy.CacheSize = -1 // one request: nothing to memoize
+	if *socket == "" {
+		*socket = cfg.Server.Socket
+		if *socket == "" {
+			*socket = "/run/sockwarden/exec.sock"
+		}
+	}
 
 	if !uid.set {
 		uid.v = uint32(os.Getuid())
@@ -130,52 +169,176 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		pid.v = uint32(os.Getpid())
 	}
 
-	ctx := context.Background()
-	var (
-		eng *policy.Engine
-		err error
-	)
-	if len(paths) == 0 {
-		eng, err = policy.Default()
-	} else {
-		eng, err = policy.Load(ctx, policy.Options{Paths: paths, Query: *query})
+	eng, err := loadPolicy(cfg.Policy)
+	if err != nil {
+		fmt.Fprintf(stderr, "sockwarden check: %v\n", err)
+		return policyExitUsage
+	}
+
+	// The same steps as the server's, in the same order: resolve argv[0]
+	// on server.path, judge, plan.
+	p := peer.Peer{PID: int(pid.v), UID: uid.v, GID: gid.v}
+	peer.NewNames().Describe(&p)
+	exe, lookErr := plan.ResolveExe(argv[0], cfg.Server.Path)
+	req := &server.Request{
+		ID:     "check-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		Argv:   argv,
+		Exe:    exe,
+		Peer:   p,
+		Socket: *socket,
+		Time:   time.Now(),
+	}
+	in := server.Input(req)
+	d := eng.Evaluate(context.Background(), in)
+	caps := sandbox.Probe(spawnerOptions(cfg))
+	planner := plan.NewPlanner(plan.Host{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Caps: caps})
+	def := sandboxDefaults(cfg)
+	pl := planner.Plan(&d, &def, &plan.Request{ID: req.ID, Argv: argv, Exe: exe, ExeErr: lookErr, Peer: p})
+
+	out, err := checkJSON(d, pl, caps, req.ID)
+	if err == nil && *asJSON {
+		var in2 []byte
+		if in2, err = json.Marshal(in); err == nil {
+			out = []byte(`{"input":` + string(in2) + `,"decision":` + string(out) + `}`)
+		}
+	}
+	var buf bytes.Buffer
+	if err == nil {
+		err = json.Indent(&buf, out, "", "  ")
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sockwarden check: %v\n", err)
 		return policyExitUsage
 	}
-	eng = eng.WithTimeout(*timeout)
-
-	in := policy.Input{
-		Argv:      argv,
-		Exe:       policy.ResolveExe(argv[0]),
-		Peer:      policy.LookupPeer(int(pid.v), uid.v, gid.v),
-		Socket:    *socket,
-		RequestID: "check-" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		Time:      time.Now(),
-	}
-	d := eng.Evaluate(ctx, in)
-
-	var out any = d
-	if *asJSON {
-		out = struct {
-			Input    policy.Input    `json:"input"`
-			Decision policy.Decision `json:"decision"`
-		}{in, d}
-	}
-	b, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
-		fmt.Fprintf(stderr, "sockwarden check: %v\n", err)
-		return policyExitUsage
-	}
-	fmt.Fprintf(stdout, "%s\n", b)
+	fmt.Fprintf(stdout, "%s\n", buf.Bytes())
 	if d.Err != nil {
 		fmt.Fprintf(stderr, "sockwarden check: denied by a policy error: %v\n", d.Err)
 	}
-	if !d.Allow {
+	if !pl.Allow || pl.StartErr != nil {
 		return policyExitFail
 	}
 	return policyExitOK
+}
+
+// checkServer is the "server" object of check's output.
+type checkServer struct {
+	Outcome     string           `json:"outcome"`
+	Reply       *checkReply      `json:"reply,omitempty"`
+	Error       string           `json:"error,omitempty"`
+	Plan        *checkPlan       `json:"plan,omitempty"`
+	Containment checkContainment `json:"containment"`
+}
+
+type checkReply struct {
+	Stderr   string `json:"stderr"`
+	ExitCode int    `json:"exitcode"`
+}
+
+type checkContainment struct {
+	LandlockABI int    `json:"landlock_abi"`
+	Cgroups     string `json:"cgroups"`
+}
+
+type checkPlan struct {
+	Path           string            `json:"path"`
+	Args           []string          `json:"args"`
+	RunAs          checkRunAs        `json:"run_as"`
+	Rlimits        map[string]uint64 `json:"rlimits,omitempty"`
+	Landlock       *checkLandlock    `json:"landlock,omitempty"`
+	Cgroup         *policy.Cgroup    `json:"cgroup,omitempty"`
+	Env            []string          `json:"env"`
+	Cwd            string            `json:"cwd"`
+	Umask          string            `json:"umask,omitempty"`
+	Timeout        string            `json:"timeout,omitempty"`
+	KillTimeout    string            `json:"kill_timeout"`
+	MaxOutputBytes int64             `json:"max_output_bytes,omitempty"`
+	MaxStdinBytes  int64             `json:"max_stdin_bytes,omitempty"`
+}
+
+type checkRunAs struct {
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups"`
+}
+
+type checkLandlock struct {
+	RO              []string `json:"ro"`
+	RW              []string `json:"rw"`
+	Dropped         []string `json:"dropped,omitempty"` // paths missing on this host
+	UnrestrictedTCP bool     `json:"unrestricted_tcp"`
+	ConnectTCP      []uint16 `json:"connect_tcp"`
+	BindTCP         []uint16 `json:"bind_tcp"`
+	Scope           bool     `json:"scope"`
+	BestEffort      bool     `json:"best_effort"`
+}
+
+// checkJSON is the decision d as the server would answer it (allow and
+// message as pl says), with the "server" object added.
+func checkJSON(d policy.Decision, pl *plan.Plan, caps sandbox.Capabilities, id string) ([]byte, error) {
+	sv := checkServer{Containment: checkContainment{LandlockABI: caps.LandlockABI, Cgroups: caps.Cgroups.String()}}
+	switch {
+	case !pl.Allow:
+		sv.Outcome = "denied"
+		d.Allow, d.Message, d.Reasons = false, pl.Message, pl.Reasons
+		if pl.Err != nil && d.Err == nil {
+			sv.Error = pl.Err.Error()
+		}
+	case pl.StartErr != nil:
+		sv.Outcome = "not started"
+		sv.Error = pl.StartErr.Error()
+	default:
+		sv.Outcome = "run"
+		sv.Plan = newCheckPlan(pl)
+	}
+	if line := pl.ClientLine(id); line != "" {
+		sv.Reply = &checkReply{Stderr: line, ExitCode: pl.Status}
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := json.Marshal(sv)
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSuffix(bytes.TrimSpace(b), []byte("}"))
+	return append(append(append(b, `,"server":`...), sb...), '}'), nil
+}
+
+func newCheckPlan(pl *plan.Plan) *checkPlan {
+	spec := &pl.Spec
+	cp := &checkPlan{
+		Path: spec.Path, Args: spec.Args, Env: spec.Env, Cwd: spec.Dir, KillTimeout: pl.KillTimeout.String(),
+		MaxOutputBytes: pl.MaxOutputBytes, MaxStdinBytes: pl.MaxStdinBytes,
+	}
+	if l := spec.Landlock; l != nil {
+		cp.Landlock = &checkLandlock{RO: l.RO, RW: l.RW, Dropped: pl.DroppedPaths, UnrestrictedTCP: l.UnrestrictedTCP,
+			ConnectTCP: l.ConnectTCP, BindTCP: l.BindTCP, Scope: l.Scope, BestEffort: l.BestEffort}
+	}
+	if c := spec.Cgroup; c != nil {
+		cp.Cgroup = &policy.Cgroup{MemoryMax: c.MemoryMax, MemorySwapMax: c.MemorySwapMax, PidsMax: c.PidsMax, CPUMax: c.CPUMax}
+	}
+	if cp.Cwd == "" {
+		cp.Cwd = "/"
+	}
+	if c := spec.Credential; c != nil {
+		cp.RunAs = checkRunAs{UID: c.UID, GID: c.GID, Groups: c.Groups}
+	} else {
+		cp.RunAs = checkRunAs{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	}
+	if len(spec.Rlimits) > 0 {
+		cp.Rlimits = map[string]uint64{}
+		for _, r := range spec.Rlimits {
+			cp.Rlimits[sandbox.RlimitName(r.Resource)] = r.Cur
+		}
+	}
+	if spec.Umask != nil {
+		cp.Umask = fmt.Sprintf("%04o", *spec.Umask)
+	}
+	if pl.Timeout > 0 {
+		cp.Timeout = pl.Timeout.String()
+	}
+	return cp
 }
 
 const policyTestUsage = `Usage: sockwarden policy test [-v] PATH...

@@ -120,16 +120,23 @@ func TestCheckJSONShowsInput(t *testing.T) {
 	}
 }
 
+// check resolves argv[0] on the configuration's server.path, as the
+// server does, whatever PATH check itself runs with.
 func TestCheckResolvesArgv0OnPath(t *testing.T) {
 	dir := t.TempDir()
 	prog := filepath.Join(dir, "sockwarden-test-prog")
 	if err := os.WriteFile(prog, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("PATH", dir)
-	code, stdout, _ := runCheckT(t, "--json", "--", "sockwarden-test-prog")
+	// The server's PATH (server.path), not this process's.
+	t.Setenv("PATH", "/usr/bin:/bin")
+	conf := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(conf, []byte("[server]\npath = \""+dir+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCheckT(t, "-c", conf, "--json", "--", "sockwarden-test-prog")
 	if code != 0 {
-		t.Fatalf("exit %d", code)
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	if !strings.Contains(stdout, `"exe": "`+prog+`"`) {
 		t.Errorf("exe not resolved to %s:\n%s", prog, stdout)
@@ -139,7 +146,7 @@ func TestCheckResolvesArgv0OnPath(t *testing.T) {
 func TestCheckPolicyErrorIsDeny(t *testing.T) {
 	dir := t.TempDir()
 	rego := `package sockwarden
-decision := {"allow": true} if input.argv[0] == "ok"
+decision := {"allow": true, "run_as": {"user": "nobody"}} if input.argv[0] == "true"
 decision := {"allow": true, "rlimits": {"cpu": "ten"}} if input.argv[0] == "bad"
 default decision := {"allow": false}
 `
@@ -153,8 +160,8 @@ default decision := {"allow": false}
 	if !strings.Contains(stdout, "decision.rlimits.cpu") || !strings.Contains(stderr, "policy error") {
 		t.Errorf("stdout: %s\nstderr: %s", stdout, stderr)
 	}
-	if code, _, _ := runCheckT(t, "-p", dir, "--", "ok"); code != 0 {
-		t.Errorf("ok: exit %d", code)
+	if code, stdout, _ := runCheckT(t, "-p", dir, "--", "true"); code != 0 {
+		t.Errorf("true: exit %d\n%s", code, stdout)
 	}
 }
 

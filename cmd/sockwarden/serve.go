@@ -22,6 +22,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/config"
+	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/policy"
 	"github.com/sockwarden/sockwarden/sandbox"
 	"github.com/sockwarden/sockwarden/server"
@@ -234,23 +235,28 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer trail.Close()
 	}
 
-	cg, err := sandbox.ConfigureCgroups(sandbox.CgroupOptions{Disabled: !cfg.Sandbox.Cgroups, Parent: cfg.Sandbox.CgroupParent})
+	spawner, err := sandbox.New(spawnerOptions(cfg))
 	if err != nil {
 		log.Error("cannot start: cgroups", "err", err)
 		return 1
 	}
+	// At shutdown, after every child was waited for: the empty request
+	// cgroups kept for reuse.
+	defer spawner.Close()
+	caps := spawner.Capabilities()
+	cg := caps.Cgroups
 	engine, err := loadPolicy(cfg.Policy)
 	if err != nil {
 		log.Error("cannot start: policy", "err", err)
 		return 1
 	}
-	gate := server.NewPolicyGate(engine, sandboxDefaults(cfg))
+	gate := server.NewPolicyGate(engine)
 
 	deadline := time.Duration(sc.Timeout)
 	if deadline == 0 {
 		deadline = -1
 	}
-	srv := server.New(server.Config{
+	srv, err := server.New(server.Config{
 		Socket:       sc.Socket,
 		MaxConns:     sc.MaxConns,
 		Deadline:     deadline,
@@ -261,10 +267,16 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		MaxArgvBytes: sc.MaxArgvBytes,
 		Logger:       log,
 		Authorizer:   gate,
+		Defaults:     sandboxDefaults(cfg),
+		Spawner:      spawner,
 		Audit:        trail,
 		// on_failure = "continue": run requests even when unrecorded.
 		AuditBestEffort: cfg.Audit.OnFailure == "continue",
 	})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
 	uid, gid, err := lookupOwner(sc.Owner, sc.Group)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -295,7 +307,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("serving", "socket_activation", activated, "version", versionString(), "socket", sc.Socket, "mode", fmt.Sprintf("%04o", uint32(sc.Mode)),
 		"max_conns", sc.MaxConns, "backlog", sc.Backlog, "timeout", sc.Timeout.String(), "kill_timeout", sc.KillTimeout.String(),
-		"policy", engine.Source(), "policy_revision", engine.Revision(), "landlock_abi", sandbox.LandlockABI(),
+		"policy", engine.Source(), "policy_revision", engine.Revision(), "landlock_abi", caps.LandlockABI,
 		"audit", cfg.Audit.Sink)
 	if cg.Available {
 		log.Info("containment: a cgroup v2 per request", "parent", cg.Parent, "controllers", cg.Controllers)
@@ -308,7 +320,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	logCacheable(log, engine)
 
 	if trail != nil {
-		ev := serverEvent(sc.Socket, "sockwarden started")
+		ev := serverEvent(sc.Socket, caps.LandlockABI, "sockwarden started")
 		ev.Details = map[string]any{
 			"policy":          engine.Source(),
 			"policy_revision": engine.Revision(),
@@ -344,7 +356,7 @@ loop:
 				} else {
 					cfg = next
 					setLevel(level, cfg.Log.Level)
-					gate.SetDefaults(sandboxDefaults(cfg))
+					srv.SetDefaults(sandboxDefaults(cfg))
 				}
 				reloadPolicy(log, cfg.Policy, gate, trail)
 				if trail != nil {
@@ -368,14 +380,12 @@ loop:
 		log.Error("shutdown incomplete", "err", err)
 		status = 1
 	}
-	// The empty request cgroups kept for reuse.
-	sandbox.ReleaseCgroups()
 	// Remove the socket only if it is still ours.
 	if cur, err := os.Lstat(sc.Socket); created != nil && err == nil && os.SameFile(cur, created) {
 		os.Remove(sc.Socket)
 	}
 	if trail != nil {
-		if err := trail.ServerStop(serverEvent(sc.Socket, "sockwarden stopped")); err != nil {
+		if err := trail.ServerStop(serverEvent(sc.Socket, caps.LandlockABI, "sockwarden stopped")); err != nil {
 			log.Error("audit", "err", err)
 		}
 		trail.Sync()
@@ -457,11 +467,16 @@ func reloadPolicy(log *slog.Logger, c config.Policy, gate *server.PolicyGate, tr
 	}
 }
 
+// spawnerOptions are the configuration's sandbox.Options.
+func spawnerOptions(c *config.Config) sandbox.Options {
+	return sandbox.Options{Cgroups: sandbox.CgroupOptions{Disabled: !c.Sandbox.Cgroups, Parent: c.Sandbox.CgroupParent}}
+}
+
 // sandboxDefaults are the configuration's answers to what a decision
 // leaves out.
-func sandboxDefaults(c *config.Config) server.SandboxDefaults {
+func sandboxDefaults(c *config.Config) plan.Defaults {
 	umask := uint32(c.Sandbox.Umask)
-	return server.SandboxDefaults{
+	return plan.Defaults{
 		User:               c.Sandbox.User,
 		Group:              c.Sandbox.Group,
 		AllowRoot:          c.Sandbox.AllowRoot,
@@ -471,6 +486,7 @@ func sandboxDefaults(c *config.Config) server.SandboxDefaults {
 		Rlimits:            c.Sandbox.Rlimits,
 		LandlockBestEffort: c.Sandbox.LandlockBestEffort,
 		CgroupBestEffort:   c.Sandbox.CgroupBestEffort,
+		KillTimeout:        time.Duration(c.Server.KillTimeout),
 		MaxOutputBytes:     c.Sandbox.MaxOutputBytes,
 		MaxStdinBytes:      c.Sandbox.MaxStdinBytes,
 	}
@@ -516,12 +532,12 @@ func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
 	}), nil
 }
 
-func serverEvent(socket, msg string) audit.ServerEvent {
+func serverEvent(socket string, landlockABI int, msg string) audit.ServerEvent {
 	return audit.ServerEvent{
 		Version:     versionString(),
 		Socket:      socket,
 		PID:         os.Getpid(),
-		LandlockABI: sandbox.LandlockABI(),
+		LandlockABI: landlockABI,
 		Message:     msg,
 	}
 }
@@ -587,7 +603,7 @@ func dumpState(log *slog.Logger, srv *server.Server) {
 	st := srv.Stats()
 	log.Info("state", "active", st.Active, "served", st.Served, "rejected", st.Rejected)
 	for _, c := range srv.Conns() {
-		log.Info("connection", "request_id", c.RequestID, "peer_pid", c.Peer.Pid, "peer_uid", c.Peer.UID,
-			"argv", c.Argv, "child_pid", c.ChildPid, "age", time.Since(c.Since).Round(time.Millisecond))
+		log.Info("connection", "request_id", c.RequestID, "state", c.State.String(), "peer_pid", c.Peer.PID, "peer_uid", c.Peer.UID,
+			"argv", c.Argv, "child_pid", c.ChildPid, "age", time.Since(c.Since).Round(time.Millisecond).String())
 	}
 }
