@@ -98,6 +98,17 @@ func NewDecoder(r io.Reader, max int64) *Decoder {
 	return &Decoder{r: br, max: max}
 }
 
+// Reset makes d read a new stream from r, with its limit unchanged; a
+// *bufio.Reader of d's is reused (reset to r) when r is not one itself.
+func (d *Decoder) Reset(r io.Reader) {
+	if br, ok := r.(*bufio.Reader); ok {
+		d.r = br
+	} else {
+		d.r.Reset(r)
+	}
+	d.off, d.remain = 0, 0
+}
+
 // Offset returns how many bytes the decoder has consumed.
 func (d *Decoder) Offset() int64 { return d.off }
 
@@ -178,6 +189,27 @@ func (b *body) Read(p []byte) (int, error) {
 		return n, eof(err)
 	}
 	return n, nil
+}
+
+// BodyFunc passes the rest of the current body to fn as it arrives, as
+// slices of the decoder's read buffer, valid only during the call: no
+// byte is copied (Body's Read copies into the caller's buffer). Then it
+// reads the ',' after the body.
+func (d *Decoder) BodyFunc(fn func([]byte)) error {
+	for d.remain > 0 {
+		if d.r.Buffered() == 0 {
+			if _, err := d.r.Peek(1); err != nil { // one read(2)
+				return eof(err)
+			}
+		}
+		k := int(min(int64(d.r.Buffered()), d.remain))
+		b, _ := d.r.Peek(k)
+		fn(b)
+		d.r.Discard(k)
+		d.remain -= int64(k)
+		d.off += int64(k)
+	}
+	return d.Trailer()
 }
 
 // Trailer consumes what is left of the current body and the ',' after it.

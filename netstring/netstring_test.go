@@ -239,3 +239,29 @@ func sizeName(n int) string {
 	}
 	return strconv.Itoa(n) + "B"
 }
+
+// BodyFunc streams a body in pieces of the read buffer, then the
+// trailer; Reset starts a new stream.
+func TestBodyFuncAndReset(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  error
+	}{
+		{"5:hello,", "hello", nil},
+		{"0:,", "", nil},
+		{"5:hel", "hel", io.ErrUnexpectedEOF},
+		{"5:hello;", "hello", ErrSyntax},
+	}
+	d := NewDecoder(strings.NewReader(""), 1<<20)
+	for _, tt := range tests {
+		d.Reset(iotest.OneByteReader(strings.NewReader(tt.in)))
+		if _, err := d.Header(); err != nil {
+			t.Fatalf("%q: header: %v", tt.in, err)
+		}
+		var got []byte
+		err := d.BodyFunc(func(b []byte) { got = append(got, b...) })
+		if string(got) != tt.want || !errors.Is(err, tt.wantErr) {
+			t.Errorf("%q: got %q, %v; want %q, %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}

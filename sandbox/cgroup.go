@@ -173,11 +173,13 @@ const (
 	cgroupPrefix        = "req-"
 )
 
-var defaultControllers = []string{"cpu", "memory", "pids"}
+// defaultControllers are the controllers enabled for request cgroups when
+// the options name none.
+func defaultControllers() []string { return []string{"cpu", "memory", "pids"} }
 
 // Bounds of the wait for a killed cgroup to empty: in Wait, and when
 // removing stale cgroups at setup.
-var (
+const (
 	cgroupDrainTimeout = 5 * time.Second
 	cgroupStaleTimeout = time.Second
 )
@@ -322,7 +324,7 @@ func setupCgroups(o CgroupOptions, probe bool) (*cgroupSetup, error) {
 	}
 	want := o.Controllers
 	if want == nil {
-		want = defaultControllers
+		want = defaultControllers()
 	}
 	avail := fieldSet(readString(filepath.Join(base, "cgroup.controllers")))
 	for _, c := range want {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/sockwarden/sockwarden/bench"
+	"github.com/sockwarden/sockwarden/internal/bench"
 )
 
 const benchUsage = `Usage: sockwarden bench [flags] WORKLOAD [flags] [-- argv...]

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sockwarden/sockwarden/config"
+	"github.com/sockwarden/sockwarden/internal/config"
 	"github.com/sockwarden/sockwarden/peer"
 	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/policy"

@@ -21,12 +21,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockwarden/sockwarden/audit"
-	"github.com/sockwarden/sockwarden/config"
+	"github.com/sockwarden/sockwarden/internal/config"
+	"github.com/sockwarden/sockwarden/internal/systemd"
 	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/policy"
 	"github.com/sockwarden/sockwarden/sandbox"
 	"github.com/sockwarden/sockwarden/server"
-	"github.com/sockwarden/sockwarden/systemd"
 )
 
 // serveFlags are the server's command-line settings. The flags that

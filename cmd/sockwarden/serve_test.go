@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sockwarden/sockwarden/config"
+	"github.com/sockwarden/sockwarden/internal/config"
 )
 
 func TestParseServeArgs(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -79,5 +80,13 @@ func TestSIGUSR1Dump(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"msg":"state"`) {
 		t.Error("no state summary line")
+	}
+	// Each connection's state, and its age for a person ("1.234s"), not
+	// raw nanoseconds.
+	if !strings.Contains(logs, `"state":"running"`) {
+		t.Errorf("dump does not show the connection's state:\n%s", logs)
+	}
+	if !regexp.MustCompile(`"age":"[0-9.]+(ms|s)"`).MatchString(logs) {
+		t.Errorf("dump does not show a human-readable age:\n%s", logs)
 	}
 }

@@ -175,7 +175,7 @@ func streamRun(ctx context.Context, cfg *Config, v *verifier, send func(c *net.U
 	var replyDone atomic.Bool
 	go func() { sendErr <- send(c, wd, &replyDone) }()
 
-	f := &frames{br: bufio.NewReaderSize(c, readBufSize)}
+	f := newFrames(bufio.NewReaderSize(c, readBufSize))
 	st, err := f.status(func(kind int, b []byte) {
 		v.out(kind, b)
 		wd.progress.Add(int64(len(b)))

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sockwarden/sockwarden/bench"
+	"github.com/sockwarden/sockwarden/internal/bench"
 )
 
 // Measure the spawn rate of this machine without a server, the figure a

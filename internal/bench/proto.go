@@ -30,6 +30,13 @@ func (s Status) String() string {
 	return "exit status " + strconv.Itoa(s.Code)
 }
 
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
 // errNoStatus is a connection that ended without a final pair.
 var errNoStatus = errors.New("connection closed without an exit status")
 
@@ -77,110 +84,30 @@ const (
 )
 
 // frames reads the server's half of the protocol: "type, data" pairs
-// ending with one exitcode or termsig pair.
-//
-// It parses the netstrings itself, in place in the bufio.Reader's buffer:
-// output is handed to the callback as slices of that buffer, so a byte
-// from the socket is never copied again before it is verified. (The
-// netstring package's Decoder streams a body through Read, which copies.)
-// The parser is as strict as netstring.Decoder: no leading zeros, at most
-// netstring.MaxDigits digits, a ',' after every body.
+// ending with one exitcode or termsig pair, with the netstring package's
+// Decoder. Output is handed to the callback as slices of the read buffer
+// (Decoder.BodyFunc), so a byte from the socket is never copied again
+// before it is verified.
 type frames struct {
 	br  *bufio.Reader
-	off int64 // bytes consumed, for error messages
+	dec *netstring.Decoder
 }
 
-func (f *frames) syntax(format string, args ...any) error {
-	return &netstring.SyntaxError{Offset: f.off, Msg: fmt.Sprintf(format, args...), Err: netstring.ErrSyntax}
+// newFrames returns frames reading from br.
+func newFrames(br *bufio.Reader) *frames {
+	return &frames{br: br, dec: netstring.NewDecoder(br, 1<<40)}
 }
 
-func unexpectedEOF(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-// header reads "<n>:" and returns n. It returns io.EOF only when the
-// stream ends before the first byte.
-func (f *frames) header(max int64) (int64, error) {
-	var n int64
-	digits := 0
-	for {
-		c, err := f.br.ReadByte()
-		if err != nil {
-			if digits == 0 && err == io.EOF {
-				return 0, io.EOF
-			}
-			return 0, unexpectedEOF(err)
-		}
-		switch {
-		case c >= '0' && c <= '9':
-			if digits == 1 && n == 0 {
-				return 0, f.syntax("leading zero in length")
-			}
-			if digits == netstring.MaxDigits {
-				return 0, &netstring.SyntaxError{Offset: f.off, Msg: "length too long", Err: netstring.ErrOverflow}
-			}
-			n = n*10 + int64(c-'0')
-			digits++
-			f.off++
-		case c == ':' && digits > 0:
-			f.off++
-			if n > max {
-				return 0, &netstring.SyntaxError{Offset: f.off, Msg: fmt.Sprintf("length %d, limit %d", n, max), Err: netstring.ErrTooLong}
-			}
-			return n, nil
-		default:
-			return 0, f.syntax("unexpected %q in length", c)
-		}
-	}
-}
-
-// trailer consumes the ',' that ends a body.
-func (f *frames) trailer() error {
-	c, err := f.br.ReadByte()
-	if err != nil {
-		return unexpectedEOF(err)
-	}
-	if c != ',' {
-		return f.syntax("expected ',' after body, got %q", c)
-	}
-	f.off++
-	return nil
+// reset makes f read a new connection.
+func (f *frames) reset(r io.Reader) {
+	f.br.Reset(r)
+	f.dec.Reset(f.br)
 }
 
 // small reads a whole netstring of at most len(dst) bytes into dst.
 func (f *frames) small(dst []byte) ([]byte, error) {
-	n, err := f.header(int64(len(dst)))
-	if err != nil {
-		return nil, err
-	}
-	dst = dst[:n]
-	if _, err := io.ReadFull(f.br, dst); err != nil {
-		return nil, unexpectedEOF(err)
-	}
-	f.off += n
-	return dst, f.trailer()
-}
-
-// stream passes the n body bytes to fn as they arrive, as slices of the
-// read buffer valid only during the call, then reads the ','.
-func (f *frames) stream(n int64, fn func([]byte)) error {
-	for n > 0 {
-		if f.br.Buffered() == 0 {
-			if _, err := f.br.Peek(1); err != nil { // one read(2)
-				return unexpectedEOF(err)
-			}
-		}
-		k := int(min(int64(f.br.Buffered()), n))
-		b, _ := f.br.Peek(k)
-		fn(b)
-		f.br.Discard(k)
-		n -= int64(k)
-		f.off += int64(k)
-	}
-	return f.trailer()
+	f.dec.SetMax(int64(len(dst)))
+	return f.dec.Decode(dst[:0])
 }
 
 // maxStatus bounds the data of an exitcode or termsig pair.
@@ -204,9 +131,10 @@ func (f *frames) status(onOut func(kind int, b []byte)) (Status, error) {
 			if typ[3] == 'e' {
 				kind = stderr
 			}
-			n, err := f.header(1 << 40)
+			f.dec.SetMax(1 << 40)
+			_, err := f.dec.Header()
 			if err == nil {
-				err = f.stream(n, func(b []byte) { onOut(kind, b) })
+				err = f.dec.BodyFunc(func(b []byte) { onOut(kind, b) })
 			}
 			if err != nil {
 				return Status{}, fmt.Errorf("reading %s data: %w", typ, unexpectedEOF(err))

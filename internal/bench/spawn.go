@@ -100,7 +100,7 @@ func runSpawn(ctx context.Context, cfg *Config) (*Result, error) {
 	req := encodeRequest(cfg.Argv, true)
 	var fail failures
 	lat, elapsed := loop(ctx, cfg.Requests, cfg.Concurrency, &fail, func() func(int) (time.Duration, error) {
-		f := &frames{br: bufio.NewReaderSize(nil, 64<<10)}
+		f := newFrames(bufio.NewReaderSize(nil, 64<<10))
 		discard := func(int, []byte) {}
 		return func(int) (time.Duration, error) {
 			start := time.Now()
@@ -114,8 +114,7 @@ func runSpawn(ctx context.Context, cfg *Config) (*Result, error) {
 			if _, err := c.Write(req); err != nil {
 				return 0, fmt.Errorf("sending request: %w", err)
 			}
-			f.br.Reset(c)
-			f.off = 0
+			f.reset(c)
 			st, err := f.status(discard)
 			d := time.Since(start)
 			if err != nil {

@@ -357,10 +357,10 @@ func TestFramesParser(t *testing.T) {
 		{"8:exitcode,3:256,", "", Status{}, "bad exit code"},
 		{"8:exitcode,0:,", "", Status{}, "bad exit code"},
 		{"7:termsig,0:,", "", Status{}, "empty signal name"},
-		{"8:exitcode,1234567890123456789:", "", Status{}, "length too long"},
+		{"8:exitcode,1234567890123456789:", "", Status{}, "length overflows"},
 	}
 	for _, tt := range tests {
-		f := &frames{br: bufioReader(tt.in)}
+		f := newFrames(bufioReader(tt.in))
 		var out, errb bytes.Buffer
 		st, err := f.status(func(kind int, b []byte) {
 			if kind == stdout {

@@ -109,14 +109,14 @@ func TestEmptyIsDefault(t *testing.T) {
 
 // The example configuration names every key and parses.
 func TestExampleConfig(t *testing.T) {
-	c, err := Load("../examples/config.toml")
+	c, err := Load("../../examples/config.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Server.Group != "www-data" || c.Audit.Sink != "file" || c.Sandbox.User != "nobody" {
 		t.Errorf("unexpected values: %+v", c)
 	}
-	b, _ := os.ReadFile("../examples/config.toml")
+	b, _ := os.ReadFile("../../examples/config.toml")
 	var all bytes.Buffer
 	Default().Encode(&all)
 	for _, line := range strings.Split(all.String(), "\n") {
