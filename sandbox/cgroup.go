@@ -48,7 +48,7 @@ type CgroupSpec struct {
 }
 
 // CgroupOptions configure the per-request cgroups; see
-// [ConfigureCgroups].
+// [New] ([Options].Cgroups).
 type CgroupOptions struct {
 	// Disabled turns per-request cgroups off: kills then reach the
 	// process group only, and a Spec with a Cgroup fails unless
@@ -151,7 +151,7 @@ type CgroupStats struct {
 	Lingering bool
 }
 
-// CgroupUnsupportedError is returned by [Start] when a Spec's Cgroup
+// CgroupUnsupportedError is returned by [Spawner.Start] when a Spec's Cgroup
 // cannot be enforced and is not BestEffort.
 type CgroupUnsupportedError struct {
 	// Missing lists what cannot be enforced: interface files such as

@@ -70,7 +70,7 @@ import (
 //     do that; such a child can also change limit files the pool does
 //     not track, as it can change any cgroup on the host).
 //
-// [ConfigureCgroups] (replacing a setup) and [ReleaseCgroups] remove the
+// [Spawner.Close] removes the
 // idle cgroups; a cgroup still in use is removed when its request ends.
 // Pooled cgroups keep the names req-<server pid>-<n>, so those a dead
 // server left behind are removed by the next setup, as before.

@@ -19,7 +19,7 @@ import (
 // Nothing is added implicitly: a dynamically linked program needs its
 // loader and libraries (typically /usr, /lib, /lib64, /etc/ld.so.cache)
 // in RO, and a program that opens /dev/null needs it in RW. Paths must
-// exist when [Start] is called; a rule on a directory covers everything
+// exist when [Spawner.Start] is called; a rule on a directory covers everything
 // beneath it, a rule on a file covers that file.
 //
 // Landlock governs execve(2) and open(2); it is not a boundary against a
@@ -65,7 +65,7 @@ type LandlockReport struct {
 	Downgraded []string
 }
 
-// UnsupportedError is returned by [Start] when the kernel cannot enforce
+// UnsupportedError is returned by [Spawner.Start] when the kernel cannot enforce
 // the Landlock confinement of a spec that is not BestEffort.
 type UnsupportedError struct {
 	// ABI is the kernel's Landlock ABI version.

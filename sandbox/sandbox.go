@@ -4,9 +4,14 @@
 // supplementary groups), resource limits, no_new_privs and Landlock
 // rules, with only its three standard streams open. It is Linux-only.
 //
+// A [Spawner], made once by [New] (which probes the host and sets up the
+// per-request cgroups: nothing of the sort happens on a Start), starts
+// the children and holds what they share; several may live side by side.
+// [Probe] reports what New would give without changing anything.
+//
 // # How the child is set up
 //
-// Start forks the way [syscall.ForkExec] does (clone with CLONE_VM and
+// [Spawner.Start] forks the way [syscall.ForkExec] does (clone with CLONE_VM and
 // CLONE_VFORK, or clone3 into the child's cgroup, on the calling
 // goroutine's thread, between the Go runtime's fork hooks), but the child
 // runs the whole setup itself, as raw system calls on data the parent
@@ -60,7 +65,7 @@
 // privileges the child does not have). On a host with cgroup v2 (unified,
 // or hybrid with the cgroup2 mount beside the v1 ones), every child gets a
 // cgroup of its own, req-<server pid>-<n>, under a parent (see
-// [ConfigureCgroups]; by default <server's cgroup>/sockwarden, the server's
+// [New]; by default <server's cgroup>/sockwarden, the server's
 // cgroup being the 0:: line of /proc/self/cgroup joined to the cgroup2
 // mount found in /proc/self/mountinfo), and is born in it: it is forked
 // with clone3(CLONE_INTO_CGROUP), so there is no moment when it runs
@@ -95,7 +100,7 @@
 //     usage, memory.events oom_kill) are read then and subtracted,
 //     memory.peak is reset on a descriptor of the request's own, and the
 //     kill count is per request: [State].Cgroup is the child's own.
-//     [ReleaseCgroups] removes the idle ones (at shutdown).
+//     [Spawner.Close] removes the idle ones (at shutdown).
 //   - Limits ([CgroupSpec]: memory.max, memory.swap.max, pids.max,
 //     cpu.max) need their controller enabled in the parent's
 //     cgroup.subtree_control. Setting up enables cpu, memory and pids
@@ -103,7 +108,7 @@
 //     inside it, as by default: with systemd's Delegate=yes it is the
 //     server's to manage) or from the parent itself, never higher. A
 //     controller the host does not delegate, or that a hybrid host binds
-//     to a v1 hierarchy, is reported missing ([CgroupInfo]), and a spec
+//     to a v1 hierarchy, is reported missing ([Spawner.Capabilities]), and a spec
 //     that needs it fails with a [*CgroupUnsupportedError] unless it is
 //     BestEffort: a limit is never silently dropped.
 //   - The no-internal-process rule: a cgroup other than the root may not
@@ -246,7 +251,7 @@ type State struct {
 	Cgroup CgroupStats
 }
 
-// SpawnError is returned by [Start] when the program could not be started.
+// SpawnError is returned by [Spawner.Start] when the program could not be started.
 // Code is the conventional shell status for the failure: 127 when the
 // program does not exist, 126 when it exists but cannot be executed
 // (including when Landlock forbids executing it).
@@ -262,7 +267,7 @@ func (e *SpawnError) Error() string { return fmt.Sprintf("cannot run %s: %v", e.
 // Unwrap returns the errno of the failure.
 func (e *SpawnError) Unwrap() error { return e.Err }
 
-// ErrRootRefused is returned by [Start] for a Credential with UID 0 when
+// ErrRootRefused is returned by [Spawner.Start] for a Credential with UID 0 when
 // the spec does not set AllowRoot.
 var ErrRootRefused = errors.New("sandbox: refusing to run as uid 0 without AllowRoot")
 

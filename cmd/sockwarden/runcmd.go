@@ -24,7 +24,7 @@ func runClient(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	noStdin := fs.Bool("n", false, "send no stdin: close the program's stdin at once")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `Usage: sockwarden run [-n] SOCKET -- argv...
+		fmt.Fprintf(stderr, `Usage: sockwarden run [-n] SOCKET [-n] -- argv...
 
 Runs argv through the sockexec-protocol server at SOCKET. Standard input is
 sent to the program (unless -n), its stdout and stderr are written as they
@@ -46,10 +46,12 @@ Flags:
 		fs.Usage()
 		return 2
 	}
-	socket, argv := rest[0], rest[1:]
-	if argv[0] == "--" {
-		argv = argv[1:]
+	// Flags may also follow the socket, as in "run SOCK -n -- cat".
+	socket := rest[0]
+	if err := fs.Parse(rest[1:]); err != nil {
+		return 2
 	}
+	argv := fs.Args()
 	if len(argv) == 0 {
 		fmt.Fprintln(stderr, "sockwarden run: no program given")
 		return 2

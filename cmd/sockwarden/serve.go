@@ -73,10 +73,16 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 	fs.Float64Var(&o.killTimeout, "k", time.Duration(def.Server.KillTimeout).Seconds(), "seconds between SIGTERM and SIGKILL when a program is killed")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [/path/to/socket]\n\n", name)
-		fmt.Fprintf(stderr, "Serves the sockexec protocol on the socket (or server.socket of the config).\n")
-		fmt.Fprintf(stderr, "Every request is judged by the policy; with none configured, the embedded\n")
-		fmt.Fprintf(stderr, "default policy admits only callers with the server's own uid and runs them\n")
-		fmt.Fprintf(stderr, "sandboxed. Other subcommands: sockwarden help.\n\nFlags:\n")
+		if name == "sockwarden config" {
+			fmt.Fprintf(stderr, "Prints the configuration a server started with the same flags would use\n")
+			fmt.Fprintf(stderr, "(the defaults, then the -c file, then the flags given) as TOML, and checks it.\n")
+			fmt.Fprintf(stderr, "Nothing is served. Other subcommands: sockwarden help.\n\nFlags:\n")
+		} else {
+			fmt.Fprintf(stderr, "Serves the sockexec protocol on the socket (or server.socket of the config).\n")
+			fmt.Fprintf(stderr, "Every request is judged by the policy; with none configured, the embedded\n")
+			fmt.Fprintf(stderr, "default policy admits only callers with the server's own uid and runs them\n")
+			fmt.Fprintf(stderr, "sandboxed. Other subcommands: sockwarden help.\n\nFlags:\n")
+		}
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(splitGlued(args, valueFlags)); err != nil {
