@@ -4,45 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sockwarden/sockwarden/client"
-	"github.com/sockwarden/sockwarden/plan"
+	"github.com/sockwarden/sockwarden/internal/testutil"
 	"github.com/sockwarden/sockwarden/server"
 )
 
 // serve starts an in-process sockwarden on a temporary socket.
 func serve(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "swc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	l, err := server.Listen(server.ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.New(server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), KillTimeout: time.Second,
-		Defaults: plan.Defaults{AllowRoot: true}}) // the tests run as root
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		os.RemoveAll(dir)
-	})
-	return sock
+	return testutil.StartServer(t, server.Config{KillTimeout: time.Second})
 }
 
 func TestRun(t *testing.T) {

@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -408,21 +409,12 @@ func (pl *Planner) existing(paths []string, p *Plan) []string {
 	out := pl.host.Existing(paths)
 	if len(out) < len(paths) {
 		for _, x := range paths {
-			if !containsString(out, x) {
+			if !slices.Contains(out, x) {
 				p.DroppedPaths = append(p.DroppedPaths, x)
 			}
 		}
 	}
 	return out
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func pick[T comparable](v, def T) T {

@@ -56,8 +56,8 @@ type Config struct {
 	// Authorizer judges every request. Nil means [SameUID] with the
 	// server's uid.
 	Authorizer Authorizer
-	// Defaults fill what a decision leaves out (see plan.Planner);
-	// Defaults.KillTimeout is KillTimeout.
+	// Defaults fill what a decision leaves out (see plan.Planner); a
+	// zero Defaults.KillTimeout is KillTimeout.
 	Defaults plan.Defaults
 	// Spawner starts the programs. Nil means one made by New with
 	// sandbox.New's defaults (a cgroup per request under
@@ -110,7 +110,6 @@ func (c *Config) setDefaults() {
 			c.Defaults.Env = map[string]string{"PATH": c.Path}
 		}
 	}
-	c.Defaults.KillTimeout = c.KillTimeout
 	if c.MaxArgs <= 0 {
 		c.MaxArgs = DefaultMaxArgs
 	}
@@ -198,10 +197,6 @@ func (s *Server) SetDefaults(d plan.Defaults) {
 	}
 	s.defaults.Store(&d)
 }
-
-// Planner returns the planner that turns the server's decisions into what
-// it runs (for `sockwarden check`, which must answer as the server does).
-func (s *Server) Planner() *plan.Planner { return s.planner }
 
 // ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown].
 var ErrServerClosed = errors.New("server closed")

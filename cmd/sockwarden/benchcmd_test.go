@@ -2,50 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/sockwarden/sockwarden/plan"
+	"github.com/sockwarden/sockwarden/internal/testutil"
 	"github.com/sockwarden/sockwarden/server"
 )
 
 // benchServer serves in-process on a fresh socket and returns its path.
-func benchServer(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "swb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s.sock")
-	l, err := server.Listen(server.ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The tests run as root: SameUID runs programs as the server's user.
-	srv, err := server.New(server.Config{Socket: sock, Logger: slog.New(slog.DiscardHandler), Defaults: plan.Defaults{AllowRoot: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
-	return sock
-}
+func benchServer(t *testing.T) string { return testutil.StartServer(t, server.Config{}) }
 
 func runBenchT(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer

@@ -17,42 +17,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockwarden/sockwarden/internal/testutil"
 	"github.com/sockwarden/sockwarden/netstring"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds the sockwarden command once per test run and returns its
-// path.
-func binary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sockwarden-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "sockwarden")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// binary is the sockwarden command, built once per test run.
+func binary(t testing.TB) string { return testutil.Binary(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testutil.RemoveBinary()
 	os.Exit(code)
 }
 
@@ -137,15 +111,7 @@ func startServerAt(t testing.TB, sock string, args ...string) *testServer {
 
 // shortTempDir returns a temporary directory with a short path: socket
 // paths are limited to 107 bytes.
-func shortTempDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func shortTempDir(t testing.TB) string { return testutil.ShortDir(t) }
 
 // request encodes argv and stdin chunks as a client would; closeStdin
 // appends "0:,".

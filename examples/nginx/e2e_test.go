@@ -31,6 +31,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockwarden/sockwarden/internal/testutil"
+	"github.com/sockwarden/sockwarden/netstring"
 )
 
 // debPackages are the Debian packages these tests need.
@@ -43,43 +46,14 @@ var nginxModules = []string{
 	"/usr/lib/nginx/modules/ngx_http_lua_module.so",
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	builtBin  string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemoveBinary()
 	os.Exit(code)
 }
 
 // sockwardenBin returns $SOCKWARDEN_BIN, or builds the command once.
-func sockwardenBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SOCKWARDEN_BIN"); p != "" {
-		return p
-	}
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "sockwarden-nginx-bin-")
-		if buildErr != nil {
-			return
-		}
-		builtBin = filepath.Join(buildDir, "sockwarden")
-		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/sockwarden/sockwarden/cmd/sockwarden").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
-}
+func sockwardenBin(t *testing.T) string { return testutil.Binary(t) }
 
 func requireLua(t *testing.T) {
 	t.Helper()
@@ -636,100 +610,60 @@ var fakeHold = map[string]bool{"garbage-then-wait": true, "huge-length": true, "
 func startFakeServer(t *testing.T) string {
 	t.Helper()
 	sock := filepath.Join(publicDir(t, "swfake-"), "fake.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	t.Cleanup(func() {
-		close(stop)
-		l.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				argv0, err := readRequest(bufio.NewReader(c))
-				if err != nil {
-					t.Errorf("fake server: %v", err)
-					return
-				}
-				reply, ok := fakeReplies[argv0]
-				if !ok {
-					t.Errorf("fake server: unknown case %q", argv0)
-					return
-				}
-				c.Write([]byte(reply))
-				if fakeHold[argv0] {
-					select {
-					case <-stop:
-					case <-time.After(3 * time.Second):
-					}
-				}
-			}()
+	testutil.Serve(t, sock, func(c *net.UnixConn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		argv0, err := readRequest(c)
+		if err != nil {
+			t.Errorf("fake server: %v", err)
+			return
 		}
-	}()
+		reply, ok := fakeReplies[argv0]
+		if !ok {
+			t.Errorf("fake server: unknown case %q", argv0)
+			return
+		}
+		c.Write([]byte(reply))
+		if fakeHold[argv0] {
+			select {
+			case <-stop:
+			case <-time.After(3 * time.Second):
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // runs before Serve's, which waits for the handlers
 	return sock
 }
 
 // readRequest reads a sockexec request up to the end of stdin and returns
 // argv[0].
-func readRequest(r *bufio.Reader) (string, error) {
-	argc, err := readNetstring(r)
+func readRequest(r io.Reader) (string, error) {
+	d := netstring.NewDecoder(r, 1<<20)
+	argc, err := d.Decode(nil)
 	if err != nil {
 		return "", fmt.Errorf("argc: %v", err)
 	}
-	n, err := strconv.Atoi(argc)
+	n, err := strconv.Atoi(string(argc))
 	if err != nil || n < 1 {
 		return "", fmt.Errorf("bad argc %q", argc)
 	}
 	var argv0 string
 	for i := 0; i < n; i++ {
-		a, err := readNetstring(r)
+		a, err := d.Decode(nil)
 		if err != nil {
 			return "", fmt.Errorf("argv: %v", err)
 		}
 		if i == 0 {
-			argv0 = a
+			argv0 = string(a)
 		}
 	}
 	for {
-		s, err := readNetstring(r)
+		s, err := d.Decode(nil)
 		if err != nil {
 			return "", fmt.Errorf("stdin: %v", err)
 		}
-		if s == "" {
+		if len(s) == 0 {
 			return argv0, nil
 		}
 	}
-}
-
-func readNetstring(r *bufio.Reader) (string, error) {
-	head, err := r.ReadString(':')
-	if err != nil {
-		return "", err
-	}
-	n, err := strconv.Atoi(strings.TrimSuffix(head, ":"))
-	if err != nil || n < 0 || n > 1<<20 {
-		return "", fmt.Errorf("bad netstring length %q", head)
-	}
-	b := make([]byte, n+1)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return "", err
-	}
-	if b[n] != ',' {
-		return "", errors.New("netstring without a comma")
-	}
-	return string(b[:n]), nil
 }

@@ -2,67 +2,25 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"io"
-	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sockwarden/sockwarden/internal/testutil"
 	"github.com/sockwarden/sockwarden/netstring"
-	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/server"
 )
 
-// shortDir returns a temporary directory with a short path: socket paths
-// are limited to 107 bytes.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "swb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func shortDir(t testing.TB) string { return testutil.ShortDir(t) }
 
 // startServer serves the sockexec protocol in-process with the real
 // server package and returns the socket path.
 func startServer(t testing.TB) string {
-	t.Helper()
-	sock := filepath.Join(shortDir(t), "s.sock")
-	l, err := server.Listen(server.ListenConfig{Path: sock, Mode: 0o600, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{
-		Socket:      sock,
-		MaxConns:    200,
-		KillTimeout: 2 * time.Second,
-		Logger:      slog.New(slog.DiscardHandler),
-		Defaults:    plan.Defaults{AllowRoot: true}, // the tests run as root
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-		os.Remove(sock)
-	})
-	return sock
+	return testutil.StartServer(t, server.Config{MaxConns: 200, KillTimeout: 2 * time.Second})
 }
 
 // fakeReq is a request as a fake server read it.
@@ -94,50 +52,28 @@ func (r *fakeReq) stdinChunks(fn func([]byte)) error {
 func startFake(t testing.TB, handle func(r *fakeReq, w io.Writer)) string {
 	t.Helper()
 	sock := filepath.Join(shortDir(t), "f.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.AcceptUnix()
-			if err != nil {
+	testutil.Serve(t, sock, func(c *net.UnixConn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReaderSize(c, 64<<10)
+		dec := netstring.NewDecoder(br, 1<<20)
+		b, err := dec.Decode(nil)
+		if err != nil {
+			return
+		}
+		argc, _ := strconv.Atoi(string(b))
+		r := &fakeReq{dec: dec, conn: c}
+		for range argc {
+			if b, err = dec.Decode(nil); err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				br := bufio.NewReaderSize(c, 64<<10)
-				dec := netstring.NewDecoder(br, 1<<20)
-				b, err := dec.Decode(nil)
-				if err != nil {
-					return
-				}
-				argc, _ := strconv.Atoi(string(b))
-				r := &fakeReq{dec: dec, conn: c}
-				for range argc {
-					if b, err = dec.Decode(nil); err != nil {
-						return
-					}
-					r.argv = append(r.argv, string(b))
-				}
-				bw := bufio.NewWriterSize(c, 64<<10)
-				handle(r, bw)
-				bw.Flush()
-				c.CloseWrite()
-				io.Copy(io.Discard, br)
-			}()
+			r.argv = append(r.argv, string(b))
 		}
-	}()
+		bw := bufio.NewWriterSize(c, 64<<10)
+		handle(r, bw)
+		bw.Flush()
+		c.CloseWrite()
+		io.Copy(io.Discard, br)
+	})
 	return sock
 }
 
