@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/sandbox/internal/cgroup"
 )
 
 // testCgroupParent is where this test binary's request cgroups go: a
@@ -48,7 +49,6 @@ func newTestSpawner(t testing.TB, o Options) *Spawner {
 // helpers that test them).
 func setupTestCgroups() func() {
 	parent := os.Getenv("SANDBOX_TEST_CGROUP")
-	ls := &lingerSet{}
 	if parent == "none" {
 		// The helper makes the Spawner it tests.
 		testSpawner = mustNew(Options{Cgroups: CgroupOptions{Disabled: true}})
@@ -56,23 +56,23 @@ func setupTestCgroups() func() {
 	}
 	owner := parent == ""
 	if owner {
-		loc, err := locateCgroup2()
+		_, own, err := cgroup.Locate()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sandbox tests run without cgroups:", err)
 			testSpawner = mustNew(Options{Cgroups: CgroupOptions{Disabled: true}})
 			return func() { testSpawner.Close() }
 		}
 		// Parents of earlier runs that died before removing theirs.
-		if ents, err := os.ReadDir(loc.own); err == nil {
+		if ents, err := os.ReadDir(own); err == nil {
 			for _, e := range ents {
 				if p, ok := strings.CutPrefix(e.Name(), "sandbox-test-"); ok {
 					if pid, err := strconv.Atoi(p); err == nil && unix.Kill(pid, 0) == unix.ESRCH {
-						ls.removeCgroup(filepath.Join(loc.own, e.Name()), time.Second)
+						cgroup.Remove(filepath.Join(own, e.Name()), time.Second)
 					}
 				}
 			}
 		}
-		parent = filepath.Join(loc.own, fmt.Sprintf("sandbox-test-%d", os.Getpid()))
+		parent = filepath.Join(own, fmt.Sprintf("sandbox-test-%d", os.Getpid()))
 		os.Setenv("SANDBOX_TEST_CGROUP", parent)
 	}
 	testCgroupParent = parent
@@ -87,7 +87,7 @@ func setupTestCgroups() func() {
 	}
 	return func() {
 		sp.Close()
-		ls.removeCgroup(parent, 5*time.Second)
+		cgroup.Remove(parent, 5*time.Second)
 	}
 }
 
@@ -230,7 +230,7 @@ func TestCgroupKillReachesSetsidEscapee(t *testing.T) {
 			if st.Cgroup.Path != p.Cgroup.Path || st.Cgroup.Killed != wantKilled || st.Cgroup.Lingering {
 				t.Errorf("State.Cgroup = %+v, want path %s and %d killed", st.Cgroup, p.Cgroup.Path, wantKilled)
 			}
-			// Killed: never reused (see cgroup_pool.go), removed.
+			// Killed: never reused (see internal/cgroup/pool.go), removed.
 			if !cgroupRemoved(p.Cgroup.Path, 5*time.Second) {
 				t.Errorf("killed cgroup %s not removed (idle in the pool: %v)", p.Cgroup.Path, pooledIdle(p.Cgroup.Path))
 			}
@@ -279,10 +279,6 @@ func TestCgroupWaitKillsSetsidEscapee(t *testing.T) {
 func TestCgroupOwn(t *testing.T) {
 	t.Parallel()
 	r := needCgroups(t)
-	loc, err := locateCgroup2()
-	if err != nil {
-		t.Fatal(err)
-	}
 	script := `cat /proc/self/cgroup; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done`
 	path, args := sh(script)
 	specs := map[string]*Spec{"plain": {Path: path, Args: args}, "rlimits": {Path: path, Args: args,
@@ -301,13 +297,7 @@ func TestCgroupOwn(t *testing.T) {
 				t.Errorf("Process.Cgroup.Path %q is not under %s", p.Cgroup.Path, r.Parent)
 			}
 			res := collect(t, p)
-			var got string
-			for _, line := range strings.Split(res.stdout, "\n") {
-				if rel, ok := strings.CutPrefix(line, "0::"); ok {
-					rp, _ := filepath.Rel(loc.root, rel)
-					got = filepath.Join(loc.mount, rp)
-				}
-			}
+			got, _ := cgroup.DirOf(res.stdout)
 			if got == "" || got != p.Cgroup.Path || res.state.Cgroup.Path != got {
 				t.Errorf("child in %q (from %q), Process.Cgroup.Path %q, State.Cgroup.Path %q",
 					got, res.stdout, p.Cgroup.Path, res.state.Cgroup.Path)
@@ -327,13 +317,13 @@ func TestCgroupOwn(t *testing.T) {
 
 // Many concurrent Start/Wait cycles, failures to exec and killed
 // children included, leave no cgroup behind but the idle ones of the
-// pool (at most cgPoolMax, all empty), and none once the pool is
+// pool (at most cgroup.PoolMax, all empty), and none once the pool is
 // released. Cgroups are reused.
 func TestCgroupNoStale(t *testing.T) {
 	// Not parallel: it counts the parent's entries.
 	r := needCgroups(t)
 	withCgroups(t, CgroupOptions{Parent: r.Parent}) // a pool of its own
-	pool := testSpawner.cgroups.pool()
+	m := testSpawner.cgroups
 	escapee, escArgs := escapeScript("exit 0")
 	specs := []*Spec{
 		{Path: "/bin/true", Args: []string{"true"}},
@@ -375,13 +365,13 @@ func TestCgroupNoStale(t *testing.T) {
 		}(specs[i%len(specs)])
 	}
 	wg.Wait()
-	created, reused, removed, idle := pool.counts()
+	created, reused, removed, idle := m.PoolCounts()
 	t.Logf("%d distinct cgroups for %d spawns; pool: %d made, %d handed out again, %d removed, %d idle",
 		len(paths), cycles, created, reused, removed, idle)
 	if paths[""] || reused == 0 || len(paths) >= cycles/2 {
 		t.Errorf("no reuse (or an empty path: %v)", paths[""])
 	}
-	mine := fmt.Sprintf("%s%d-", cgroupPrefix, os.Getpid())
+	mine := fmt.Sprintf("%s%d-", cgroup.Prefix, os.Getpid())
 	left := func() []string {
 		var out []string
 		ents, err := os.ReadDir(r.Parent)
@@ -411,60 +401,28 @@ func TestCgroupNoStale(t *testing.T) {
 	if len(stray) > 0 {
 		t.Errorf("stale cgroups: %v", stray)
 	}
-	if _, _, _, idle := pool.counts(); idle > cgPoolMax {
-		t.Errorf("%d idle cgroups, more than %d", idle, cgPoolMax)
+	if _, _, _, idle := m.PoolCounts(); idle > cgroup.PoolMax {
+		t.Errorf("%d idle cgroups, more than %d", idle, cgroup.PoolMax)
 	}
 	for _, d := range left() {
 		if populated(d) {
 			t.Errorf("idle cgroup %s holds %v", d, readPids(filepath.Join(d, "cgroup.procs")))
 		}
 	}
-	pool.retire()
+	m.Close()
 	if l := left(); len(l) > 0 {
 		t.Errorf("left after the pool's release: %v", l)
 	}
-	n := 0
-	testSpawner.cgroups.linger.m.Range(func(any, any) bool { n++; return true })
-	if n > 0 {
+	if n := m.Lingering(); n > 0 {
 		t.Errorf("%d cgroups lingering", n)
 	}
 }
 
 // A limit whose controller is missing is an error naming it, unless
 // BestEffort; never silently ignored.
-func TestCgroupUnsupported(t *testing.T) {
+func TestCgroupUnsupportedOnThisHost(t *testing.T) {
 	t.Parallel()
-	swap0 := int64(0)
-	s := &cgroupSetup{
-		report: CgroupReport{Available: true, Parent: "/nonexistent", Controllers: []string{"pids"},
-			why: map[string]string{"memory": "bound to the cgroup v1 hierarchy at /sys/fs/cgroup/memory"}},
-		enabled: map[string]bool{"pids": true},
-	}
-	_, _, err := s.newCgroup(&CgroupSpec{MemoryMax: 1 << 20, MemorySwapMax: &swap0, PidsMax: 5, CPUMax: "50000 100000"})
 	var ue *CgroupUnsupportedError
-	if !errors.As(err, &ue) || !slices.Equal(ue.Missing, []string{"memory.max", "memory.swap.max", "cpu.max"}) {
-		t.Fatalf("err = %v, want a *CgroupUnsupportedError for memory.max, memory.swap.max, cpu.max", err)
-	}
-	for _, want := range []string{"memory.max", "cpu.max", "controller memory is not available (bound to the cgroup v1 hierarchy at /sys/fs/cgroup/memory)",
-		"controller cpu is not enabled", "BestEffort"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("%q does not say %q", err, want)
-		}
-	}
-	none := &cgroupSetup{report: CgroupReport{Reason: "no cgroup2 file system is mounted"}}
-	_, _, err = none.newCgroup(&CgroupSpec{})
-	if !errors.As(err, &ue) || !slices.Equal(ue.Missing, []string{"cgroup"}) || !strings.Contains(err.Error(), "no cgroup2 file system") {
-		t.Errorf("no cgroups, empty spec: %v", err)
-	}
-	cg, pc, err := none.newCgroup(nil)
-	if cg != nil || err != nil || pc.Path != "" || pc.Downgraded != nil {
-		t.Errorf("no cgroups, nil spec: %v %+v %v", cg, pc, err)
-	}
-	cg, pc, err = none.newCgroup(&CgroupSpec{PidsMax: 3, BestEffort: true})
-	if cg != nil || err != nil || !slices.Equal(pc.Downgraded, []string{"cgroup", "pids.max"}) {
-		t.Errorf("no cgroups, best effort: %v %+v %v", cg, pc, err)
-	}
-
 	// For real, with whichever controllers this host lacks.
 	r := needCgroups(t)
 	asks := map[string]CgroupSpec{"memory": {MemoryMax: 64 << 20}, "pids": {PidsMax: 64}, "cpu": {CPUMax: "50000 100000"}}
@@ -567,14 +525,14 @@ func TestCgroupStaleRemoved(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(r.Parent, fmt.Sprintf("%s%d-1", cgroupPrefix, dead.Process.Pid))
-	alive := filepath.Join(r.Parent, fmt.Sprintf("%s%d-1", cgroupPrefix, 1))
+	stale := filepath.Join(r.Parent, fmt.Sprintf("%s%d-1", cgroup.Prefix, dead.Process.Pid))
+	alive := filepath.Join(r.Parent, fmt.Sprintf("%s%d-1", cgroup.Prefix, 1))
 	other := filepath.Join(r.Parent, "not-a-request")
 	for _, d := range []string{stale, alive, other} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { (&lingerSet{}).removeCgroup(d, time.Second) })
+		t.Cleanup(func() { cgroup.Remove(d, time.Second) })
 	}
 	fd, err := unix.Open(stale, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -622,16 +580,16 @@ func TestCgroupLayout(t *testing.T) {
 	// Not parallel: it may change the root cgroup's subtree_control.
 	needRoot(t)
 	r := needCgroups(t)
-	loc, err := locateCgroup2()
+	mount, own, err := cgroup.Locate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if filepath.Dir(r.Parent) != loc.own {
-		t.Skipf("the test parent %s is not in the test's cgroup %s", r.Parent, loc.own)
+	if filepath.Dir(r.Parent) != own {
+		t.Skipf("the test parent %s is not in the test's cgroup %s", r.Parent, own)
 	}
 	ctl := r.Controllers
-	if len(ctl) == 0 && loc.own == loc.mount && fieldSet(readString(filepath.Join(loc.mount, "cgroup.controllers")))["hugetlb"] {
-		rootSC := filepath.Join(loc.mount, "cgroup.subtree_control")
+	if len(ctl) == 0 && own == mount && fieldSet(readString(filepath.Join(mount, "cgroup.controllers")))["hugetlb"] {
+		rootSC := filepath.Join(mount, "cgroup.subtree_control")
 		if !fieldSet(readString(rootSC))["hugetlb"] {
 			if err := os.WriteFile(rootSC, []byte("+hugetlb"), 0); err != nil {
 				t.Fatal(err)
@@ -656,7 +614,7 @@ func TestCgroupLayout(t *testing.T) {
 		if err := os.Mkdir(T, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { (&lingerSet{}).removeCgroup(T, 5*time.Second) })
+		t.Cleanup(func() { cgroup.Remove(T, 5*time.Second) })
 		fd, err := unix.Open(T, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -692,11 +650,11 @@ func TestCgroupLayout(t *testing.T) {
 		return T, res
 	}
 	cgOf := func(procCgroup string) string {
-		l, err := findCgroup2("0 0 0:0 "+loc.root+" "+loc.mount+" rw - cgroup2 cgroup2 rw\n", procCgroup)
+		dir, err := cgroup.DirOf(procCgroup)
 		if err != nil {
 			t.Fatalf("%q: %v", procCgroup, err)
 		}
-		return l.own
+		return dir
 	}
 
 	t.Run("alone", func(t *testing.T) {
@@ -832,63 +790,45 @@ func TestCgroupCPULimit(t *testing.T) {
 	}
 }
 
-func TestFindCgroup2(t *testing.T) {
-	const hybrid = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-36 31 0:33 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
-`
-	const unified = `25 20 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
-`
-	tests := []struct {
-		name, mountinfo, cgroup string
-		own                     string
-		v1                      map[string]string
-		err                     string
-	}{
-		{"hybrid", hybrid, "4:memory:/x\n0::/\n", "/sys/fs/cgroup/unified",
-			map[string]string{"cpu": "/sys/fs/cgroup/cpu", "memory": "/sys/fs/cgroup/memory", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct", "pids": "/sys/fs/cgroup/pids"}, ""},
-		{"unified", unified, "0::/system.slice/sockwarden.service\n", "/sys/fs/cgroup/system.slice/sockwarden.service", map[string]string{}, ""},
-		{"deleted", unified, "0::/a/b (deleted)\n", "/sys/fs/cgroup/a/b", map[string]string{}, ""},
-		{"subtree mounted", `30 20 0:23 /user.slice /mnt/my\040cg rw - cgroup2 cgroup2 rw
-31 20 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
-`, "0::/user.slice/u\n", "/mnt/my cg/u", map[string]string{}, ""},
-		{"v1 only", "40 31 0:37 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", "4:memory:/\n", "", nil, "no 0:: line"},
-		{"no mount", "", "0::/\n", "", nil, "no cgroup2 file system"},
-	}
-	for _, tt := range tests {
-		loc, err := findCgroup2(tt.mountinfo, tt.cgroup)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Errorf("%s: err = %v, want %q", tt.name, err, tt.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%s: %v", tt.name, err)
-			continue
-		}
-		if loc.own != tt.own || fmt.Sprint(loc.v1) != fmt.Sprint(tt.v1) {
-			t.Errorf("%s: own %q v1 %v, want %q %v", tt.name, loc.own, loc.v1, tt.own, tt.v1)
-		}
-	}
+// readString returns the contents of the file at path, "" when it cannot
+// be read.
+func readString(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
-func TestCgroupNames(t *testing.T) {
-	for name, want := range map[string]int{"req-12-3": 12, "req-1-0": 1, "req-x-1": 0, "req-12": 0, "req--1": 0,
-		"server": 0, "req-12-3x": 0, "req-0-1": 0} {
-		pid, ok := cgroupOwner(name)
-		if pid != want || ok != (want != 0) {
-			t.Errorf("cgroupOwner(%q) = %d, %v", name, pid, ok)
+// readPids returns the pids listed in a cgroup.procs file.
+func readPids(path string) []int {
+	var out []int
+	for _, f := range strings.Fields(readString(path)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			out = append(out, pid)
 		}
 	}
-	if v := keyedValue([]byte("low 0\nhigh 2\nmax 7\noom 3\noom_kill 2\noom_group_kill 0\n"), "oom_kill"); v != 2 {
-		t.Errorf("oom_kill = %d", v)
+	return out
+}
+
+// fieldSet returns the words of s as a set.
+func fieldSet(s string) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range strings.Fields(s) {
+		m[f] = true
 	}
-	if !bytes.Equal([]byte(unescapeMount(`/a\040b\134c`)), []byte(`/a b\c`)) {
-		t.Errorf("unescapeMount: %q", unescapeMount(`/a\040b\134c`))
+	return m
+}
+
+// cpuUsage reads usage_usec from the cpu.stat of the cgroup at dir.
+func cpuUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	for _, line := range strings.Split(readString(filepath.Join(dir, "cpu.stat")), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
 	}
+	t.Fatalf("no usage_usec in %s/cpu.stat", dir)
+	return 0
 }

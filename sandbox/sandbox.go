@@ -85,7 +85,7 @@
 //     after which the cgroup is removed in the background once empty),
 //     reads memory.peak, memory.events, pids.peak and cpu.stat into
 //     [State].Cgroup and releases the cgroup.
-//   - Request cgroups are reused (cgroup_pool.go): a few empty ones are
+//   - Request cgroups are reused (internal/cgroup/pool.go): a few empty ones are
 //     made ahead in the background (4), and a released cgroup goes back
 //     to the pool (8 idle at most) rather than being removed, unless its
 //     next request's figures or limits could not be exact: if it was
@@ -152,6 +152,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/sandbox/internal/cgroup"
 )
 
 // Spec describes the program to run and the confinement to run it in.
@@ -225,7 +227,7 @@ type Process struct {
 	// It also guards cg's kill count.
 	sigMu  sync.Mutex
 	reaped bool
-	cg     *reqCgroup // nil: no cgroup of its own
+	cg     *cgroup.Cgroup // nil: no cgroup of its own
 
 	waitOnce sync.Once
 	state    *State
@@ -303,7 +305,7 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 			}
 		}
 	}
-	if err := spec.Cgroup.validate(); err != nil {
+	if err := spec.Cgroup.Validate(); err != nil {
 		return nil, err
 	}
 	plan, err := s.prepareLandlock(spec.Landlock)
@@ -311,14 +313,14 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 		return nil, err
 	}
 	defer plan.close()
-	cg, cgReport, err := s.cgroups.newCgroup(spec.Cgroup)
+	cg, cgReport, err := s.cgroups.Acquire(spec.Cgroup)
 	if err != nil {
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok && cg != nil {
-			cg.discard()
+			cg.Discard()
 		}
 	}()
 
@@ -329,7 +331,7 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 	cgroupFD := -1
 	if cg != nil {
 		// clone3(CLONE_INTO_CGROUP): the child is born in its cgroup.
-		cgroupFD = cg.dirfd
+		cgroupFD = cg.DirFD()
 	}
 	fp, err := s.newForkPlan(spec, plan, cgroupFD, child)
 	if err != nil {
@@ -378,7 +380,7 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	}
 	var cgErr error
 	if sig == syscall.SIGKILL && p.cg != nil {
-		cgErr = p.cg.kill(0)
+		cgErr = p.cg.Kill(0)
 	}
 	if err := unix.Kill(-p.Pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("sandbox: signal %v to group %d: %w", sig, p.Pid, err)
@@ -425,7 +427,7 @@ func (p *Process) Wait() (*State, error) {
 			p.sigMu.Lock()
 			unix.Kill(-p.Pid, syscall.SIGKILL) // the leader's leftovers
 			if p.cg != nil {
-				p.cg.killRest(p.Pid) // and the escapees
+				p.cg.KillRest(p.Pid) // and the escapees
 			}
 			for {
 				err = waitid(unix.P_PIDFD, p.pidfd, &info, unix.WEXITED, &ru)
@@ -448,7 +450,7 @@ func (p *Process) Wait() (*State, error) {
 		p.state.Wall = wall
 		p.state.Rusage = ru
 		if p.cg != nil {
-			p.state.Cgroup = p.cg.finish()
+			p.state.Cgroup = p.cg.Finish()
 		}
 	})
 	return p.state, p.waitErr

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockwarden/sockwarden/internal/ttlcache"
+	"github.com/sockwarden/sockwarden/sandbox/internal/cgroup"
 )
 
 // Options configure a [Spawner].
@@ -30,7 +31,7 @@ type Options struct {
 // with its own cgroup parent.
 type Spawner struct {
 	caps    Capabilities
-	cgroups *cgroupSetup
+	cgroups *cgroup.Manager
 
 	rulesets rulesetCache
 	// pathIDs caches the identity of Landlock paths for a second: a
@@ -92,9 +93,9 @@ func New(o Options) (*Spawner, error) {
 		inheritedIgnored: readSigIgn(),
 	}
 	s.caps.LandlockABI = o.landlockABI()
-	cg, err := setupCgroups(o.Cgroups, false)
+	cg, err := cgroup.Setup(o.Cgroups, false)
 	s.cgroups = cg
-	s.caps.Cgroups = cg.report.clone()
+	s.caps.Cgroups = cg.Report()
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -109,15 +110,15 @@ func New(o Options) (*Spawner, error) {
 // cgroup.
 func Probe(o Options) Capabilities {
 	c := Capabilities{LandlockABI: o.landlockABI()}
-	cg, _ := setupCgroups(o.Cgroups, true)
-	c.Cgroups = cg.report.clone()
+	cg, _ := cgroup.Setup(o.Cgroups, true)
+	c.Cgroups = cg.Report()
 	return c
 }
 
 // Capabilities reports what containment s gives its children.
 func (s *Spawner) Capabilities() Capabilities {
 	c := s.caps
-	c.Cgroups = c.Cgroups.clone()
+	c.Cgroups = c.Cgroups.Clone()
 	return c
 }
 
@@ -126,7 +127,7 @@ func (s *Spawner) Capabilities() Capabilities {
 // cgroup of a child still running is removed when it is waited for). A
 // Start after Close works, and makes new cgroups again.
 func (s *Spawner) Close() error {
-	s.cgroups.retire()
+	s.cgroups.Close()
 	s.rulesets.close()
 	return nil
 }
@@ -173,13 +174,10 @@ func (c Capabilities) Check(spec *Spec) error {
 			return &UnsupportedError{ABI: c.LandlockABI, Missing: missing}
 		}
 	}
-	if err := spec.Cgroup.validate(); err != nil {
+	if err := spec.Cgroup.Validate(); err != nil {
 		return err
 	}
-	if _, _, err := c.Cgroups.check(spec.Cgroup); err != nil {
-		return err
-	}
-	return nil
+	return c.Cgroups.Check(spec.Cgroup)
 }
 
 // hasSysResource reports whether the process has CAP_SYS_RESOURCE in its

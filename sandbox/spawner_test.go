@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sockwarden/sockwarden/sandbox/internal/cgroup"
 )
 
 // Two Spawners with different cgroup parents live side by side in one
@@ -44,7 +46,7 @@ func TestTwoSpawners(t *testing.T) {
 	}
 	wg.Wait()
 	sps[0].Close()
-	left, _ := filepath.Glob(filepath.Join(sps[0].Capabilities().Cgroups.Parent, cgroupPrefix+"*"))
+	left, _ := filepath.Glob(filepath.Join(sps[0].Capabilities().Cgroups.Parent, cgroup.Prefix+"*"))
 	for _, d := range left {
 		if !cgroupRemoved(d, 5*time.Second) {
 			t.Errorf("closed spawner left %s", d)

@@ -1,4 +1,4 @@
-package sandbox
+package cgroup
 
 import (
 	"bytes"
@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -145,16 +147,16 @@ func newCgPool(parent string, memory, pids bool, linger *lingerSet) *cgPool {
 }
 
 // pool returns the setup's pool of request cgroups.
-func (s *cgroupSetup) pool() *cgPool {
+func (s *Manager) pool() *cgPool {
 	s.poolOnce.Do(func() {
 		s.cgPool = newCgPool(s.report.Parent, s.enabled["memory"], s.enabled["pids"], s.linger)
 	})
 	return s.cgPool
 }
 
-// retire removes the idle cgroups of a setup that is no longer in force,
-// and those that come back later.
-func (s *cgroupSetup) retire() {
+// Close removes the idle cgroups, and those that come back later (from
+// requests still running). A later Acquire makes new ones again.
+func (s *Manager) Close() {
 	if s.report.Available {
 		s.pool().retire()
 	}
@@ -291,7 +293,7 @@ var errCgroupBusy = errors.New("not empty or frozen")
 
 // acquire hands out a request cgroup: a pooled one if one is fit, else a
 // new one.
-func (p *cgPool) acquire() (*reqCgroup, error) {
+func (p *cgPool) acquire() (*Cgroup, error) {
 	for tries := 0; ; tries++ {
 		var sl *cgSlot
 		if tries < 3 {
@@ -322,12 +324,12 @@ func (p *cgPool) acquire() (*reqCgroup, error) {
 
 // open prepares sl for a request: checks that it is empty, reads the
 // cumulative statistics to subtract and resets the memory peak.
-func (p *cgPool) open(sl *cgSlot) (*reqCgroup, error) {
+func (p *cgPool) open(sl *cgSlot) (*Cgroup, error) {
 	fd, err := unix.Open(sl.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	cg := &reqCgroup{path: sl.path, dirfd: fd, events: -1, peak: -1, memory: p.memory, pids: p.pids, pool: p, slot: sl}
+	cg := &Cgroup{path: sl.path, dirfd: fd, events: -1, peak: -1, memory: p.memory, pids: p.pids, pool: p, slot: sl}
 	if cg.events, err = unix.Openat(fd, "cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 		cg.events = -1
 		cg.close()
@@ -363,7 +365,7 @@ func (p *cgPool) open(sl *cgSlot) (*reqCgroup, error) {
 // before, the peak seen through the descriptor is reset (Linux 6.12);
 // where the kernel cannot, the cgroup is not handed out (nor kept: see
 // reuseBlocker).
-func (cg *reqCgroup) openPeak(reset bool) error {
+func (cg *Cgroup) openPeak(reset bool) error {
 	fd, err := unix.Openat(cg.dirfd, "memory.peak", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	switch {
 	case err == unix.ENOENT: // no memory.peak (before Linux 5.19): nothing to reset
@@ -389,7 +391,7 @@ func (cg *reqCgroup) openPeak(reset bool) error {
 // others that an earlier request set back to a new cgroup's. It returns
 // the files the kernel lacks when bestEffort; slotErr is true when the
 // cgroup itself is at fault (a file could not be set back).
-func (cg *reqCgroup) setLimits(apply []cgroupLimit, bestEffort bool) (downgraded []string, slotErr bool, err error) {
+func (cg *Cgroup) setLimits(apply []cgroupLimit, bestEffort bool) (downgraded []string, slotErr bool, err error) {
 	sl := cg.slot
 	want := make(map[string]string, len(apply))
 	for _, l := range apply {
@@ -431,7 +433,7 @@ func (cg *reqCgroup) setLimits(apply []cgroupLimit, bestEffort bool) (downgraded
 			if l.file == "memory.swap.max" {
 				why += " (no swap accounting)"
 			}
-			return nil, false, &CgroupUnsupportedError{Missing: []string{l.file}, Reason: why}
+			return nil, false, &UnsupportedError{Missing: []string{l.file}, Reason: why}
 		default:
 			return nil, false, fmt.Errorf("sandbox: cgroup %s = %q: %w", l.file, v, err)
 		}
@@ -452,13 +454,13 @@ func limitValue(l cgroupLimit) string {
 
 // unused gives back a cgroup handed out for a child that was never
 // started (a spec the kernel cannot enforce): nothing ran in it.
-func (cg *reqCgroup) unused() {
+func (cg *Cgroup) unused() {
 	cg.close()
 	cg.pool.put(cg.slot, true)
 }
 
 // close closes the cgroup's descriptors.
-func (cg *reqCgroup) close() {
+func (cg *Cgroup) close() {
 	for _, fd := range []*int{&cg.peak, &cg.events, &cg.dirfd} {
 		if *fd >= 0 {
 			unix.Close(*fd)
@@ -506,7 +508,7 @@ func readInt(dirfd int, name string) (n int64, ok bool) {
 }
 
 // readPeak reads the request's memory peak.
-func (cg *reqCgroup) readPeak() int64 {
+func (cg *Cgroup) readPeak() int64 {
 	if cg.peak < 0 {
 		n, _ := readInt(cg.dirfd, "memory.peak")
 		return n
@@ -564,7 +566,7 @@ func reuseBlocker(l cgLeft, memLeftMax int64) string {
 }
 
 // left reads what the request left in the emptied cgroup.
-func (cg *reqCgroup) left(pidsPeak int64) cgLeft {
+func (cg *Cgroup) left(pidsPeak int64) cgLeft {
 	l := cgLeft{memory: cg.memory, pids: cg.pids, pidsPeak: pidsPeak, peakPerRequest: cg.peakPerRequest, killed: cg.killSent}
 	_, frozen, err := readEvents(cg.events)
 	l.frozen = frozen || err != nil
@@ -581,7 +583,7 @@ func (cg *reqCgroup) left(pidsPeak int64) cgLeft {
 // release ends the request's use of the cgroup: back to the pool when it
 // emptied and may serve again, else removed (in the background; once
 // empty if it did not empty).
-func (cg *reqCgroup) release(drained bool, pidsPeak int64) {
+func (cg *Cgroup) release(drained bool, pidsPeak int64) {
 	if !drained {
 		cg.close()
 		cg.pool.linger.add(cg.path)
@@ -617,4 +619,75 @@ func writeFd(fd int, value string) error {
 			return err
 		}
 	}
+}
+
+// Figures of the pool, for tests and reports.
+
+// PoolCounts returns how many cgroups m's pool made, handed out again and
+// removed, and how many are idle.
+func (m *Manager) PoolCounts() (created, reused, removed, idle int) {
+	return m.pool().counts()
+}
+
+// PoolIdle reports whether the cgroup at path waits idle in m's pool.
+func (m *Manager) PoolIdle(path string) bool {
+	p := m.pool()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.ContainsFunc(p.idle, func(sl *cgSlot) bool { return sl.path == path })
+}
+
+// SetPoolSize changes how many idle cgroups m's pool makes ahead (min)
+// and keeps at most (max); min 0, max 1 makes every request reuse the
+// cgroup of the one before, when it may.
+func (m *Manager) SetPoolSize(min, max int) {
+	p := m.pool()
+	p.mu.Lock()
+	p.min, p.max = min, max
+	p.mu.Unlock()
+}
+
+// Lingering returns how many cgroups are being removed in the background.
+func (m *Manager) Lingering() int {
+	n := 0
+	m.linger.m.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// PoolMax is how many idle cgroups a pool keeps at most by default.
+const PoolMax = cgPoolMax
+
+// Prefix starts the name of every request cgroup: req-<server pid>-<n>.
+const Prefix = cgroupPrefix
+
+// Remove kills what is in the cgroup dir and removes it, its sub-cgroups
+// first, waiting up to timeout for it to empty; if it does not, the
+// removal goes on in the background.
+func Remove(dir string, timeout time.Duration) {
+	(&lingerSet{}).removeCgroup(dir, timeout)
+}
+
+// Locate returns the cgroup2 mount point and the calling process's
+// cgroup directory.
+func Locate() (mount, own string, err error) {
+	loc, err := locateCgroup2()
+	if err != nil {
+		return "", "", err
+	}
+	return loc.mount, loc.own, nil
+}
+
+// DirOf returns the directory of the cgroup that procCgroup (the
+// contents of a /proc/PID/cgroup) names, on the calling process's cgroup2
+// mount.
+func DirOf(procCgroup string) (string, error) {
+	loc, err := locateCgroup2()
+	if err != nil {
+		return "", err
+	}
+	l, err := findCgroup2("0 0 0:0 "+loc.root+" "+loc.mount+" rw - cgroup2 cgroup2 rw\n", procCgroup)
+	if err != nil {
+		return "", err
+	}
+	return l.own, nil
 }
