@@ -64,13 +64,15 @@
 // faster than a JSON round trip), evaluates the prepared query without
 // converting the result to Go maps, cancels through OPA's cancel hook
 // rather than a goroutine per evaluation, and decodes the AST directly.
-// On a 2-core AMD EPYC, an allowed request takes a median 46 µs with the
-// example policy (examples/policy) and 20 µs with the default policy,
-// including decoding (BenchmarkEvaluateExample, BenchmarkEvaluateDefault).
+// On the 2-core VM of README's Performance section, an allowed request
+// takes a median 55-60 µs with the example policy (examples/policy; 46 µs
+// on the day it was first measured), including decoding
+// (BenchmarkEvaluateExample; BenchmarkEvaluateDefault for the default
+// policy). Figures move with the machine: compare within one run.
 //
 // A decision cache hit skips all of that: building the key, a map lookup
 // under a shard's read lock and a deep copy of the decision take about
-// 1 µs (BenchmarkEvaluateExampleCached; 884 B in 10 allocations, almost
+// 0.9 µs there (BenchmarkEvaluateExampleCached; 884 B in 10 allocations, almost
 // all of it the copy), and 8 goroutines on 2 cores contend on nothing but
 // the allocator (BenchmarkEvaluateExampleCachedParallel: the same figure
 // whether they all hit one entry or each its own). A miss costs about 2 µs
