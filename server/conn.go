@@ -176,7 +176,7 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 	argv, err := cn.readArgv(dec)
 	stop()
 	if err != nil {
-		cn.requestError(ctx, err, dec.Offset())
+		cn.requestError(ctx, br, err, dec.Offset())
 		return false
 	}
 	cn.c.SetReadDeadline(time.Time{}) // from here the deadline kills the child

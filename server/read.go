@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -70,8 +71,11 @@ func parseCount(b []byte) (int, error) {
 	return n, nil
 }
 
-// requestError handles a request that could not be read.
-func (cn *conn) requestError(ctx context.Context, err error, off int64) {
+// requestError handles a request that could not be read. A malformed
+// one is answered by closing the connection, after a bounded drain of
+// what the client sent meanwhile (linger), so that the client reads a
+// clean end of stream rather than a reset.
+func (cn *conn) requestError(ctx context.Context, br *bufio.Reader, err error, off int64) {
 	switch {
 	case off == 0 && errors.Is(err, io.EOF):
 		cn.log.Debug("client closed before sending a request")
@@ -84,5 +88,7 @@ func (cn *conn) requestError(ctx context.Context, err error, off int64) {
 		pe := &ProtocolError{Offset: off, Err: err}
 		cn.log.Warn("malformed request; closing connection", "err", pe)
 		cn.recordProtocolError(pe)
+		cn.setState(StateFinishing)
+		cn.linger(func() { io.Copy(io.Discard, br) })
 	}
 }
