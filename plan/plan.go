@@ -85,14 +85,73 @@ type Defaults struct {
 // Host is what the server can give a request on this host.
 type Host struct {
 	// UID and GID are the server's own identity, which a program runs as
-	// when neither the decision nor the defaults name one.
+	// when neither the decision nor the defaults name one; Groups its
+	// supplementary groups.
 	UID, GID uint32
+	Groups   []uint32
 	// Caps is the containment the spawner offers.
 	Caps sandbox.Capabilities
 	// Existing returns the paths that exist (sandbox.Spawner.Existing,
 	// which shares its cache with the Landlock rulesets); nil stats
 	// each path.
 	Existing func(paths []string) []string
+}
+
+// ThisProcess is the Host of a server that is the calling process, with
+// the containment caps and the path check existing (nil: stat each path).
+func ThisProcess(caps sandbox.Capabilities, existing func([]string) []string) Host {
+	h := Host{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Caps: caps, Existing: existing}
+	if gs, err := os.Getgroups(); err == nil {
+		for _, g := range gs {
+			h.Groups = append(h.Groups, uint32(g))
+		}
+	}
+	return h
+}
+
+// isSelf reports whether c is the server's own identity: its uid and gid,
+// and (when supplementary groups were asked for) exactly its groups.
+func (h *Host) isSelf(c *sandbox.Credential, groupsAsked bool) bool {
+	if c.UID != h.UID || c.GID != h.GID {
+		return false
+	}
+	if !groupsAsked {
+		return true
+	}
+	want := slices.Clone(c.Groups)
+	have := slices.Clone(h.Groups)
+	slices.Sort(want)
+	slices.Sort(have)
+	return slices.Equal(slices.Compact(want), slices.Compact(have))
+}
+
+// String describes the containment h gives, in one line: what the
+// server says at start-up and `sockwarden check` prints.
+func (h Host) String() string {
+	var b strings.Builder
+	cg := h.Caps.Cgroups
+	if cg.Available {
+		fmt.Fprintf(&b, "a cgroup v2 per request under %s", cg.Parent)
+	} else {
+		fmt.Fprintf(&b, "process groups only, no cgroups (%s)", cg.Reason)
+	}
+	if h.Caps.SetID {
+		b.WriteString("; programs run as the users the policy names")
+	} else {
+		fmt.Fprintf(&b, "; programs run as the server's own uid %d only (no privilege to switch users)", h.UID)
+	}
+	if h.Caps.LandlockABI > 0 {
+		fmt.Fprintf(&b, "; Landlock ABI %d", h.Caps.LandlockABI)
+	} else {
+		b.WriteString("; no Landlock")
+	}
+	return b.String()
+}
+
+// Degraded reports whether h lacks a layer a root server on a current
+// kernel has: cgroups, switching users or Landlock.
+func (h Host) Degraded() bool {
+	return !h.Caps.Cgroups.Available || !h.Caps.SetID || h.Caps.LandlockABI == 0
 }
 
 // Request is what the policy judged.
@@ -313,6 +372,16 @@ func (pl *Planner) sandbox(d *policy.Decision, def *Defaults, p *Plan) error {
 			return err
 		}
 		spec.Credential = cred
+		if !pl.host.Caps.SetID {
+			// A server that cannot switch users runs programs as
+			// itself, which is all it can do: a decision that names
+			// another identity cannot be carried out.
+			if !pl.host.isSelf(cred, groups != nil) {
+				return fmt.Errorf("this server runs as uid %d without the privilege to switch users (CAP_SETUID, CAP_SETGID), so it cannot run the program as uid %d gid %d",
+					pl.host.UID, cred.UID, cred.GID)
+			}
+			spec.Credential = nil
+		}
 	}
 	runsAsRoot := (spec.Credential == nil && pl.host.UID == 0) || (spec.Credential != nil && spec.Credential.UID == 0)
 	if runsAsRoot && !def.AllowRoot {

@@ -17,6 +17,7 @@ func host(abi int, controllers ...string) Host {
 	return Host{
 		UID: 0, GID: 0,
 		Caps: sandbox.Capabilities{
+			SetID:       true,
 			LandlockABI: abi,
 			Cgroups:     sandbox.CgroupReport{Available: true, Parent: "/sys/fs/cgroup/test", Controllers: controllers},
 		},
@@ -96,6 +97,35 @@ func TestPlan(t *testing.T) {
 			}
 		}},
 	}
+	// A server running as uid 33 without the privilege to switch users.
+	www := host(7)
+	www.UID, www.GID, www.Groups, www.Caps.SetID = 33, 33, []uint32{33}, false
+	tests = append(tests, []struct {
+		name       string
+		host       Host
+		def        Defaults
+		d          *policy.Decision
+		req        *Request
+		want       string
+		status     int
+		errPart    string
+		errAs      any
+		checkAllow func(*testing.T, *Plan)
+	}{
+		{name: "no privilege to switch users", host: www, d: allow(nil), req: uname,
+			want: "deny", status: 126, errPart: "without the privilege to switch users"},
+		{name: "no privilege needed for the server's own identity", host: www,
+			d: allow(func(d *policy.Decision) { d.RunAs = &policy.RunAs{User: "33", Group: "33"} }), req: uname, want: "run",
+			checkAllow: func(t *testing.T, p *Plan) {
+				if p.Spec.Credential != nil {
+					t.Errorf("credential %+v, want none (the server's own)", p.Spec.Credential)
+				}
+			}},
+		{name: "no privilege to drop supplementary groups", host: www,
+			d: allow(func(d *policy.Decision) { d.RunAs = &policy.RunAs{User: "33", Group: "33", Groups: []string{}} }), req: uname,
+			want: "deny", status: 126, errPart: "without the privilege to switch users"},
+		{name: "the default needs no privilege", host: www, d: &policy.Decision{Allow: true}, req: uname, want: "run"},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := NewPlanner(tt.host).Plan(tt.d, &tt.def, tt.req)

@@ -70,6 +70,9 @@ type Capabilities struct {
 	LandlockABI int
 	// Cgroups reports the per-request cgroups.
 	Cgroups CgroupReport
+	// SetID is true when children can run as other users and groups
+	// than the server's (it is root, or has CAP_SETUID and CAP_SETGID).
+	SetID bool
 }
 
 // pathIDTTL bounds how stale the Spawner's view of a Landlock path is.
@@ -93,6 +96,7 @@ func New(o Options) (*Spawner, error) {
 		inheritedIgnored: readSigIgn(),
 	}
 	s.caps.LandlockABI = o.landlockABI()
+	s.caps.SetID = canSetID()
 	cg, err := cgroup.Setup(o.Cgroups, false)
 	s.cgroups = cg
 	s.caps.Cgroups = cg.Report()
@@ -109,7 +113,7 @@ func New(o Options) (*Spawner, error) {
 // relative cgroup parent is taken relative to the calling process's own
 // cgroup.
 func Probe(o Options) Capabilities {
-	c := Capabilities{LandlockABI: o.landlockABI()}
+	c := Capabilities{LandlockABI: o.landlockABI(), SetID: canSetID()}
 	cg, _ := cgroup.Setup(o.Cgroups, true)
 	c.Cgroups = cg.Report()
 	return c
@@ -178,6 +182,18 @@ func (c Capabilities) Check(spec *Spec) error {
 		return err
 	}
 	return c.Cgroups.Check(spec.Cgroup)
+}
+
+// canSetID reports whether the process may change a child's uid, gid and
+// supplementary groups: CAP_SETUID and CAP_SETGID in its effective set.
+func canSetID() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return os.Geteuid() == 0
+	}
+	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return has(unix.CAP_SETUID) && has(unix.CAP_SETGID)
 }
 
 // hasSysResource reports whether the process has CAP_SYS_RESOURCE in its

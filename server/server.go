@@ -180,10 +180,7 @@ func New(cfg Config) (*Server, error) {
 		s.ownSpawn = true
 	}
 	sp := s.spawner
-	s.planner = plan.NewPlanner(plan.Host{
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-		Caps: sp.Capabilities(), Existing: sp.Existing,
-	})
+	s.planner = plan.NewPlanner(plan.ThisProcess(sp.Capabilities(), sp.Existing))
 	s.SetDefaults(cfg.Defaults)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil

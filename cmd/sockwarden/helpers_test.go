@@ -67,7 +67,13 @@ func startServer(t testing.TB, args ...string) *testServer {
 
 func startServerAt(t testing.TB, sock string, args ...string) *testServer {
 	t.Helper()
-	cmd := exec.Command(binary(t), append(append([]string{"-d"}, args...), sock)...)
+	return startServerCmd(t, sock, exec.Command(binary(t), append(append([]string{"-d"}, args...), sock)...))
+}
+
+// startServerCmd starts cmd, a server that will listen on sock, and
+// waits until it accepts connections.
+func startServerCmd(t testing.TB, sock string, cmd *exec.Cmd) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, Socket: sock, Cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout = ts.logs
 	cmd.Stderr = ts.logs

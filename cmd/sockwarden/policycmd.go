@@ -191,11 +191,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	in := server.Input(req)
 	d := eng.Evaluate(context.Background(), in)
 	caps := sandbox.Probe(spawnerOptions(cfg))
-	planner := plan.NewPlanner(plan.Host{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Caps: caps})
+	host := plan.ThisProcess(caps, nil)
+	planner := plan.NewPlanner(host)
 	def := sandboxDefaults(cfg)
 	pl := planner.Plan(&d, &def, &plan.Request{ID: req.ID, Argv: argv, Exe: exe, ExeErr: lookErr, Peer: p})
 
-	out, err := checkJSON(d, pl, caps, req.ID)
+	out, err := checkJSON(d, pl, host, req.ID)
 	if err == nil && *asJSON {
 		var in2 []byte
 		if in2, err = json.Marshal(in); err == nil {
@@ -235,8 +236,10 @@ type checkReply struct {
 }
 
 type checkContainment struct {
+	Summary     string `json:"summary"`
 	LandlockABI int    `json:"landlock_abi"`
 	Cgroups     string `json:"cgroups"`
+	SetID       bool   `json:"switch_users"`
 }
 
 type checkPlan struct {
@@ -274,8 +277,9 @@ type checkLandlock struct {
 
 // checkJSON is the decision d as the server would answer it (allow and
 // message as pl says), with the "server" object added.
-func checkJSON(d policy.Decision, pl *plan.Plan, caps sandbox.Capabilities, id string) ([]byte, error) {
-	sv := checkServer{Containment: checkContainment{LandlockABI: caps.LandlockABI, Cgroups: caps.Cgroups.String()}}
+func checkJSON(d policy.Decision, pl *plan.Plan, host plan.Host, id string) ([]byte, error) {
+	caps := host.Caps
+	sv := checkServer{Containment: checkContainment{Summary: host.String(), LandlockABI: caps.LandlockABI, Cgroups: caps.Cgroups.String(), SetID: caps.SetID}}
 	switch {
 	case !pl.Allow:
 		sv.Outcome = "denied"

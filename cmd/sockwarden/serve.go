@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"os/user"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,7 @@ type serveFlags struct {
 	timeout     float64
 	killTimeout float64
 	policy      stringList
+	cgroups     string
 }
 
 // stringList is a repeatable string flag.
@@ -53,6 +55,10 @@ func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 // valueFlags are the single-letter flags that take a value; getopt lets
 // sockexec users write them glued to their value ("-t0"), so we do too.
 const valueFlags = "qMmtkcp"
+
+// longFlags are the server's flags of more than one letter: "-cgroups"
+// is that flag, not -c with "groups".
+var longFlags = []string{"cgroups"}
 
 // parseServeArgs parses the server's command line and returns the
 // effective configuration: defaults, then the -c file, then the flags
@@ -70,9 +76,10 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 	fs.StringVar(&o.mode, "M", fmt.Sprintf("%04o", uint32(def.Server.Mode)), "permission bits of the socket file, in octal")
 	fs.IntVar(&o.maxConns, "m", def.Server.MaxConns, "connections served at once; extra ones are closed at once")
 	fs.Float64Var(&o.timeout, "t", time.Duration(def.Server.Timeout).Seconds(), "seconds a connection may last before its program is killed (0 = no limit)")
+	fs.StringVar(&o.cgroups, "cgroups", string(def.Sandbox.Cgroups), "a cgroup v2 per request: `auto` (when this server may make them, else process groups\nonly), required (refuse to start without) or off")
 	fs.Float64Var(&o.killTimeout, "k", time.Duration(def.Server.KillTimeout).Seconds(), "seconds between SIGTERM and SIGKILL when a program is killed")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [/path/to/socket]\n\n", name)
+		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [--cgroups auto|required|off] [/path/to/socket]\n\n", name)
 		if name == "sockwarden config" {
 			fmt.Fprintf(stderr, "Prints the configuration a server started with the same flags would use\n")
 			fmt.Fprintf(stderr, "(the defaults, then the -c file, then the flags given) as TOML, and checks it.\n")
@@ -120,6 +127,12 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 			cfg.Server.Timeout = config.Duration(seconds(o.timeout))
 		case "p":
 			cfg.Policy.Paths = o.policy
+		case "cgroups":
+			m, err := config.ParseCgroupMode(o.cgroups)
+			if err != nil {
+				ferr = fmt.Errorf("--cgroups: %w", err)
+			}
+			cfg.Sandbox.Cgroups = m
 		case "k":
 			if o.killTimeout <= 0 {
 				ferr = errors.New("-k must be > 0")
@@ -158,7 +171,7 @@ func splitGlued(args []string, takes string) []string {
 		switch {
 		case a == "--" || a == "-" || !strings.HasPrefix(a, "-"):
 			return append(out, args[i:]...)
-		case strings.HasPrefix(a, "--") || strings.Contains(a, "="):
+		case strings.HasPrefix(a, "--") || strings.Contains(a, "=") || slices.Contains(longFlags, a[1:]):
 			out = append(out, a)
 			continue
 		}
@@ -251,6 +264,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	defer spawner.Close()
 	caps := spawner.Capabilities()
 	cg := caps.Cgroups
+	if !cg.Available && cfg.Sandbox.Cgroups == config.CgroupsRequired {
+		log.Error("cannot start: cgroups are required (sandbox.cgroups = \"required\") and this server has none", "reason", cg.Reason)
+		return 1
+	}
 	engine, err := loadPolicy(cfg.Policy)
 	if err != nil {
 		log.Error("cannot start: policy", "err", err)
@@ -315,10 +332,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		"max_conns", sc.MaxConns, "backlog", sc.Backlog, "timeout", sc.Timeout.String(), "kill_timeout", sc.KillTimeout.String(),
 		"policy", engine.Source(), "policy_revision", engine.Revision(), "landlock_abi", caps.LandlockABI,
 		"audit", cfg.Audit.Sink)
-	if cg.Available {
-		log.Info("containment: a cgroup v2 per request", "parent", cg.Parent, "controllers", cg.Controllers)
+	// One line says what this host gives this server.
+	host := plan.ThisProcess(caps, nil)
+	if host.Degraded() {
+		log.Warn("containment: "+host.String(), "cgroups", cg.Available, "switch_users", caps.SetID, "landlock_abi", caps.LandlockABI)
 	} else {
-		log.Warn("containment: process groups only (a program that calls setsid escapes kills)", "reason", cg.Reason)
+		log.Info("containment: "+host.String(), "cgroups", cg.Available, "switch_users", caps.SetID, "landlock_abi", caps.LandlockABI)
 	}
 	if len(cfg.Policy.Paths) == 0 {
 		log.Info("no policy configured: the embedded default policy admits only callers with the server's uid, sandboxed (see sockwarden check)")
@@ -330,7 +349,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		ev.Details = map[string]any{
 			"policy":          engine.Source(),
 			"policy_revision": engine.Revision(),
-			"containment":     cg.String(),
+			"containment":     host.String(),
 			"max_connections": sc.MaxConns,
 		}
 		if err := trail.ServerStart(ev); err != nil && cfg.Audit.OnFailure != "continue" {
@@ -475,7 +494,7 @@ func reloadPolicy(log *slog.Logger, c config.Policy, gate *server.PolicyGate, tr
 
 // spawnerOptions are the configuration's sandbox.Options.
 func spawnerOptions(c *config.Config) sandbox.Options {
-	return sandbox.Options{Cgroups: sandbox.CgroupOptions{Disabled: !c.Sandbox.Cgroups, Parent: c.Sandbox.CgroupParent}}
+	return sandbox.Options{Cgroups: sandbox.CgroupOptions{Disabled: c.Sandbox.Cgroups == config.CgroupsOff, Parent: c.Sandbox.CgroupParent}}
 }
 
 // sandboxDefaults are the configuration's answers to what a decision

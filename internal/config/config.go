@@ -12,12 +12,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // Config is the whole configuration.
@@ -91,9 +96,12 @@ type Sandbox struct {
 	// cannot fully enforce, with what it can (audited as such), instead of
 	// denying it.
 	LandlockBestEffort bool `toml:"landlock_best_effort"`
-	// Cgroups gives every request its own cgroup v2 (when the host has
-	// one), so that a kill reaches every descendant, setsid or not.
-	Cgroups bool `toml:"cgroups"`
+	// Cgroups says whether every request gets a cgroup v2 of its own, so
+	// that a kill reaches every descendant, setsid or not: "auto" (when
+	// this server may make them; otherwise process groups only, said at
+	// start-up), "required" (refuse to start without) or "off". The
+	// booleans of earlier versions mean "auto" and "off".
+	Cgroups CgroupMode `toml:"cgroups"`
 	// CgroupParent is where the request cgroups are created: a path under
 	// the cgroup v2 mount, absolute ("/system.slice/x") or relative to the
 	// server's own cgroup; empty means "<server's cgroup>/sockwarden".
@@ -106,6 +114,44 @@ type Sandbox struct {
 	MaxOutputBytes int64 `toml:"max_output_bytes"`
 	// MaxStdinBytes caps the stdin forwarded; 0 means no cap.
 	MaxStdinBytes int64 `toml:"max_stdin_bytes"`
+}
+
+// CgroupMode is the [sandbox] cgroups setting.
+type CgroupMode string
+
+// The cgroup modes.
+const (
+	CgroupsAuto     CgroupMode = "auto"
+	CgroupsRequired CgroupMode = "required"
+	CgroupsOff      CgroupMode = "off"
+)
+
+// ParseCgroupMode parses "auto", "required" or "off" (and "true" and
+// "false", as "auto" and "off").
+func ParseCgroupMode(s string) (CgroupMode, error) {
+	switch s {
+	case "auto", "true":
+		return CgroupsAuto, nil
+	case "required":
+		return CgroupsRequired, nil
+	case "off", "false":
+		return CgroupsOff, nil
+	}
+	return "", fmt.Errorf("want \"auto\", \"required\" or \"off\", got %q", s)
+}
+
+// UnmarshalTOML takes a mode name or a boolean.
+func (m *CgroupMode) UnmarshalTOML(v any) error {
+	var err error
+	switch x := v.(type) {
+	case bool:
+		*m, err = ParseCgroupMode(strconv.FormatBool(x))
+	case string:
+		*m, err = ParseCgroupMode(x)
+	default:
+		err = fmt.Errorf("want \"auto\", \"required\" or \"off\", got %v", v)
+	}
+	return err
 }
 
 // Audit configures the audit trail.
@@ -155,7 +201,7 @@ func Default() *Config {
 			Env:     map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
 			Cwd:     "/",
 			Umask:   0o077,
-			Cgroups: true,
+			Cgroups: CgroupsAuto,
 			// No caps by default, as with sockexec: memory is bounded by
 			// backpressure whatever the size; policies set caps per tool.
 		},
@@ -260,6 +306,29 @@ func (c *Config) Validate() error {
 	if c.Sandbox.Umask > 0o777 {
 		return bad("sandbox.umask", "want permission bits such as \"0077\"")
 	}
+	if s.Socket != "" && (!filepath.IsAbs(s.Socket) || len(s.Socket) >= maxSocketPath) {
+		return bad("server.socket", "want an absolute path of fewer than %d bytes, got %q", maxSocketPath, s.Socket)
+	}
+	for _, k := range []struct{ key, name string }{{"server.owner", s.Owner}, {"sandbox.user", c.Sandbox.User}} {
+		if err := userExists(k.name); err != nil {
+			return bad(k.key, "%v", err)
+		}
+	}
+	for _, k := range []struct{ key, name string }{{"server.group", s.Group}, {"sandbox.group", c.Sandbox.Group}} {
+		if err := groupExists(k.name); err != nil {
+			return bad(k.key, "%v", err)
+		}
+	}
+	names := make([]string, 0, len(c.Sandbox.Rlimits))
+	for name := range c.Sandbox.Rlimits {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if !slices.Contains(sandbox.RlimitNames(), name) {
+			return bad("sandbox.rlimits."+name, "unknown resource (known: %s)", strings.Join(sandbox.RlimitNames(), ", "))
+		}
+	}
 	if c.Sandbox.MaxOutputBytes < 0 || c.Sandbox.MaxStdinBytes < 0 {
 		return bad("sandbox.max_output_bytes", "caps must not be negative")
 	}
@@ -271,6 +340,9 @@ func (c *Config) Validate() error {
 	case "stdout", "syslog", "none":
 	default:
 		return bad("audit.sink", "want \"file\", \"stdout\", \"syslog\" or \"none\", got %q", c.Audit.Sink)
+	}
+	if c.Audit.Sink == "syslog" && !filepath.IsAbs(c.Audit.SyslogSocket) {
+		return bad("audit.syslog_socket", "want the absolute path of the local syslog socket (such as /dev/log), got %q", c.Audit.SyslogSocket)
 	}
 	if c.Audit.Fsync != "none" && c.Audit.Fsync != "every" {
 		return bad("audit.fsync", "want \"none\" or \"every\", got %q", c.Audit.Fsync)
@@ -287,6 +359,37 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return bad("log.level", "want \"debug\", \"info\", \"warn\" or \"error\", got %q", c.Log.Level)
+	}
+	return nil
+}
+
+// maxSocketPath bounds a UNIX socket path (sun_path is 108 bytes).
+const maxSocketPath = 108
+
+// userExists checks a user name (a number needs no entry).
+func userExists(name string) error {
+	if name == "" {
+		return nil
+	}
+	if _, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return nil
+	}
+	if _, err := user.Lookup(name); err != nil {
+		return fmt.Errorf("no such user %q", name)
+	}
+	return nil
+}
+
+// groupExists checks a group name (a number needs no entry).
+func groupExists(name string) error {
+	if name == "" {
+		return nil
+	}
+	if _, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return nil
+	}
+	if _, err := user.LookupGroup(name); err != nil {
+		return fmt.Errorf("no such group %q", name)
 	}
 	return nil
 }

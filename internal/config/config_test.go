@@ -26,6 +26,16 @@ func TestParseErrors(t *testing.T) {
 		{"file sink without path", "[audit]\nsink = \"file\"\n", "audit.path: the file sink needs a path"},
 		{"bad on_failure", "[audit]\non_failure = \"ignore\"\n", "cfg.toml:2: audit.on_failure"},
 		{"syntax", "[server\n", "to end table name"},
+		{"unknown rlimit", "[sandbox.rlimits]\ncpu = 5\ncpux = 5\n", "cfg.toml:3: sandbox.rlimits.cpux: unknown resource"},
+		{"unknown rlimit inline", "[sandbox]\nrlimits = { cpux = 5 }\n", "sandbox.rlimits.cpux: unknown resource"},
+		{"unknown run user", "[server]\nmax_conns = 10\n\n[sandbox]\nuser = \"no-such-user-sw\"\n", "cfg.toml:5: sandbox.user: no such user \"no-such-user-sw\""},
+		{"unknown run group", "[sandbox]\ngroup = \"no-such-group-sw\"\n", "cfg.toml:2: sandbox.group: no such group"},
+		{"unknown socket owner", "[server]\nowner = \"no-such-user-sw\"\n", "cfg.toml:2: server.owner: no such user"},
+		{"unknown socket group", "[server]\ngroup = \"no-such-group-sw\"\n", "cfg.toml:2: server.group: no such group"},
+		{"relative socket", "[server]\nsocket = \"run/x.sock\"\n", "cfg.toml:2: server.socket: want an absolute path"},
+		{"socket path too long", "[server]\nsocket = \"/" + strings.Repeat("x", 120) + "\"\n", "server.socket: want an absolute path of fewer than 108 bytes"},
+		{"syslog to an address", "[audit]\nsink = \"syslog\"\nsyslog_socket = \"127.0.0.1:514\"\n", "cfg.toml:3: audit.syslog_socket: want the absolute path"},
+		{"bad cgroups mode", "[sandbox]\ncgroups = \"sometimes\"\n", "cfg.toml:2: sandbox.cgroups: want \"auto\", \"required\" or \"off\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,6 +58,8 @@ max_conns = 7
 
 [sandbox]
 user = "nobody"
+group = "65534"
+cgroups = false
 rlimits = { core = 0, nofile = 64 }
 env = { PATH = "/bin", LANG = "C.UTF-8" }
 
@@ -65,6 +77,9 @@ fsync = "every"
 	}
 	if c.Server.Backlog != 100 {
 		t.Errorf("unset key lost its default: backlog %d", c.Server.Backlog)
+	}
+	if c.Sandbox.Cgroups != CgroupsOff {
+		t.Errorf("cgroups = false reads as %q, want off", c.Sandbox.Cgroups)
 	}
 	if c.Sandbox.User != "nobody" || c.Sandbox.Rlimits["nofile"] != 64 || c.Sandbox.Env["LANG"] != "C.UTF-8" || len(c.Sandbox.Env) != 2 {
 		t.Errorf("sandbox = %+v", c.Sandbox)

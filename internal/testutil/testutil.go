@@ -46,6 +46,11 @@ func Binary(t testing.TB) string {
 			bin.err = err
 			return
 		}
+		// Tests run it as other users too (a non-root server).
+		if err := os.Chmod(dir, 0o755); err != nil {
+			bin.err = err
+			return
+		}
 		bin.dir = dir
 		bin.path = filepath.Join(dir, "sockwarden")
 		out, err := exec.Command("go", "build", "-o", bin.path, "github.com/sockwarden/sockwarden/cmd/sockwarden").CombinedOutput()

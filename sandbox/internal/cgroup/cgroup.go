@@ -322,6 +322,11 @@ func Setup(o Options, probe bool) (*Manager, error) {
 	} else if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fail(explicit, "creating the parent: %v", err)
 	}
+	// The request cgroups are made in the parent: a server that may not
+	// write there (not root, no delegation) has none.
+	if err := unix.Access(killDir, unix.W_OK); err != nil {
+		return fail(explicit, "cannot make cgroups in %s: %v (not root, and not delegated to uid %d)", killDir, err, os.Geteuid())
+	}
 	if _, err := os.Stat(filepath.Join(killDir, "cgroup.kill")); err != nil && killDir != loc.mount {
 		return fail(explicit, "the kernel has no cgroup.kill (needs Linux 5.14)")
 	}
