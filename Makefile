@@ -2,15 +2,19 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test check vet fmt policy race fuzz bench clean
+.PHONY: all build test deps check vet fmt policy race fuzz bench clean
 
 all: build
 
 build:
 	$(GO) build -o bin/sockwarden ./cmd/sockwarden
 
-# Everything CI checks, in order of cost.
-test: fmt vet policy race fuzz load
+# Everything CI checks, in order of cost, after installing the Debian
+# packages the tests need when they are missing (scripts/deps.sh; as root).
+test: deps fmt vet policy race fuzz load
+
+deps:
+	scripts/deps.sh
 
 # The example policy's Rego unit tests, as a policy repository's CI runs them.
 policy:

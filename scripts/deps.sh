@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, when it is
+# missing: the one package list that `make test` (README's test command)
+# and CI (.ci/run) share. Needs root to install; says what is missing
+# otherwise.
+set -euo pipefail
+
+# nginx + lua: the end-to-end test of examples/nginx (nginx workers talking
+# to sockwarden through the Lua client) and the same client under lua5.1.
+packages=(make gcc coreutils nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua5.1 lua-socket)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/deps.sh: the tests need these Debian packages: ${missing[*]}" >&2
+  echo "scripts/deps.sh: run as root (the tests need root anyway), or: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "scripts/deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Install without starting services (nginx would start on port 80).
+policy=/usr/sbin/policy-rc.d
+had_policy=no; [ -e "$policy" ] && had_policy=yes
+[ "$had_policy" = yes ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; }
+trap '[ "$had_policy" = yes ] || rm -f "$policy"' EXIT
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
