@@ -23,7 +23,9 @@ const (
 	KillTimeout     = "timeout"
 	KillDisconnect  = "disconnect"
 	KillOutputLimit = "output_limit"
-	KillShutdown    = "shutdown"
+	// KillStdinLimit: the client sent more stdin than the request's cap.
+	KillStdinLimit = "stdin_limit"
+	KillShutdown   = "shutdown"
 	// KillProtocolError: the client sent malformed stdin while the child ran.
 	KillProtocolError = "protocol_error"
 )

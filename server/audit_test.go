@@ -167,6 +167,20 @@ func TestAuditSequences(t *testing.T) {
 			},
 		},
 		{
+			name: "stdin over the cap", cfg: Config{Authorizer: capped{in: 4}, KillTimeout: time.Second},
+			send: encode("3", "sh", "-c", "cat >/dev/null; sleep 30", "0123456789", ""),
+			want: "exec.decision exec.start exec.kill exec.exit", records: 4,
+			check: func(t *testing.T, rs []record) {
+				k, ex := rs[2], rs[3]
+				if k.Str("event.reason") != "stdin_limit" || k.Str("sockwarden.kill.signal") != "TERM" {
+					t.Errorf("kill %v", k)
+				}
+				if ex.Get("sockwarden.exit.truncated.stdin") != true || ex.Get("sockwarden.exit.bytes.stdin") != float64(4) {
+					t.Errorf("exit %v", ex)
+				}
+			},
+		},
+		{
 			name: "disconnected", cfg: Config{KillTimeout: time.Second}, send: encode("2", "sleep", "30"), hangup: true,
 			want: "exec.decision exec.start exec.kill exec.exit", records: 4,
 			check: func(t *testing.T, rs []record) {

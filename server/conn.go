@@ -54,6 +54,7 @@ const (
 	KillReasonTimeout       = audit.KillTimeout
 	KillReasonDisconnect    = audit.KillDisconnect
 	KillReasonOutputLimit   = audit.KillOutputLimit
+	KillReasonStdinLimit    = audit.KillStdinLimit
 	KillReasonShutdown      = audit.KillShutdown
 	KillReasonProtocolError = audit.KillProtocolError
 )
@@ -230,8 +231,7 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 // then the exit status.
 func (cn *conn) replyNotRun(br *bufio.Reader, line string, status int) {
 	cn.setState(StateFinishing)
-	b := netstring.AppendString(nil, "stderr")
-	b = netstring.AppendString(b, line)
+	b := appendStderrLine(nil, line)
 	b = appendExitCode(b, status)
 	cn.c.SetWriteDeadline(time.Now().Add(cn.s.cfg.Linger + time.Second))
 	if err := cn.write(b); err != nil {

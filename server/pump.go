@@ -118,6 +118,9 @@ func (s *stdinPump) pump() error {
 			if err != nil || fwd < n {
 				s.closeStdin() // the child stopped reading, or the cap was hit
 			}
+			if fwd < n {
+				cn.r.event(evStdinLimit)
+			}
 		}
 		if err := dec.Trailer(); err != nil {
 			return inputError(err, dec.Offset())

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -52,6 +53,7 @@ const (
 	evShutdown         // the server shuts down
 	evWriteFail        // a write to the client failed
 	evOutLimit         // the output cap was reached
+	evStdinLimit       // the client sent more stdin than the cap
 )
 
 // run starts pumping a started child's streams and returns: the
@@ -109,6 +111,8 @@ func (r *runner) event(ev int) {
 		r.k.kill(KillReasonDisconnect)
 	case evOutLimit:
 		r.k.kill(KillReasonOutputLimit)
+	case evStdinLimit:
+		r.k.kill(KillReasonStdinLimit)
 	}
 }
 
@@ -185,6 +189,13 @@ func (r *runner) finish(st *sandbox.State, err error) {
 		return
 	}
 	var b []byte
+	// A cap that ended the program says so before the final pair.
+	switch k.reason {
+	case KillReasonStdinLimit:
+		b = appendStderrLine(b, fmt.Sprintf("sockwarden: stdin over the limit of %d bytes; the program was stopped (request %s)\n", r.in.max, cn.id))
+	case KillReasonOutputLimit:
+		b = appendStderrLine(b, fmt.Sprintf("sockwarden: output over the limit of %d bytes; the program was stopped (request %s)\n", r.out[0].max, cn.id))
+	}
 	if st.Signal != 0 {
 		b = netstring.AppendString(b, "termsig")
 		b = netstring.AppendString(b, signalName(st.Signal))
@@ -203,6 +214,11 @@ func (r *runner) finish(st *sandbox.State, err error) {
 			<-r.stdinDone
 		})
 	}
+}
+
+func appendStderrLine(b []byte, line string) []byte {
+	b = netstring.AppendString(b, "stderr")
+	return netstring.AppendString(b, line)
 }
 
 // watchExit calls done with how proc ended, once it has, on a goroutine

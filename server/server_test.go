@@ -278,11 +278,50 @@ func TestOutputCap(t *testing.T) {
 	}
 }
 
+// Stdin over the request's cap ends the request in a clear way: the
+// program gets what fits, is stopped, and the client gets a stderr line
+// saying why before the final pair; exactly the cap is fine.
 func TestStdinCap(t *testing.T) {
 	_, sock := startServer(t, Config{Authorizer: capped{in: 10}})
-	got := roundTrip(t, sock, encode("2", "wc", "-c", "0123456789abcdef", "more", ""))
-	if want := encode("stdout", "10\n", "exitcode", "0"); !bytes.Equal(got, want) {
-		t.Errorf("got %q, want %q", got, want)
+	got := decodeTest(t, roundTrip(t, sock, encode("2", "sh", "-c", "wc -c; sleep 5", "0123456789abcdef", "more", "")))
+	if !strings.Contains(got.stderr, "sockwarden: stdin over the limit of 10 bytes; the program was stopped (request ") {
+		t.Errorf("stderr %q, want the stdin limit line", got.stderr)
+	}
+	if got.final != "termsig:TERM" {
+		t.Errorf("final pair %q, want termsig TERM", got.final)
+	}
+	// Control: exactly the cap runs to its end.
+	got = decodeTest(t, roundTrip(t, sock, encode("2", "wc", "-c", "0123456789", "")))
+	if got.stdout != "10\n" || got.stderr != "" || got.final != "exitcode:0" {
+		t.Errorf("at the cap: %+v", got)
+	}
+}
+
+// testReply is a decoded reply: stdout, stderr and the final pair as
+// "type:data".
+type testReply struct{ stdout, stderr, final string }
+
+func decodeTest(t *testing.T, raw []byte) testReply {
+	t.Helper()
+	var r testReply
+	d := netstring.NewDecoder(bytes.NewReader(raw), 1<<20)
+	for {
+		typ, err := d.Decode(nil)
+		if err != nil {
+			return r
+		}
+		data, err := d.Decode(nil)
+		if err != nil {
+			t.Fatalf("reply %q: %v", raw, err)
+		}
+		switch string(typ) {
+		case "stdout":
+			r.stdout += string(data)
+		case "stderr":
+			r.stderr += string(data)
+		default:
+			r.final = string(typ) + ":" + string(data)
+		}
 	}
 }
 
