@@ -49,11 +49,11 @@ type runner struct {
 
 // Events of a running program.
 const (
-	evTimeout   = iota // the deadline passed
-	evShutdown         // the server shuts down
-	evWriteFail        // a write to the client failed
-	evOutLimit         // the output cap was reached
-	evStdinLimit       // the client sent more stdin than the cap
+	evTimeout    = iota // the deadline passed
+	evShutdown          // the server shuts down
+	evWriteFail         // a write to the client failed
+	evOutLimit          // the output cap was reached
+	evStdinLimit        // the client sent more stdin than the cap
 )
 
 // run starts pumping a started child's streams and returns: the
