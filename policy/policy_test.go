@@ -488,7 +488,7 @@ func TestDefault(t *testing.T) {
 	if !d.Allow || d.Err != nil {
 		t.Fatalf("own uid denied: %+v", d)
 	}
-	if d.Landlock == nil || !contains(d.Landlock.RO, "/usr") || !reflect.DeepEqual(d.Landlock.RW, []string{"/dev/null"}) {
+	if d.Landlock == nil || !reflect.DeepEqual(d.Landlock.RO, []string{"/"}) || !reflect.DeepEqual(d.Landlock.RW, []string{"/dev/null"}) {
 		t.Errorf("landlock = %+v", d.Landlock)
 	}
 	if d.Rlimits["core"] != 0 || d.Rlimits["cpu"] == 0 {

@@ -3,15 +3,11 @@
 # It serves only the server's own user: a caller whose kernel-verified uid
 # (SO_PEERCRED) equals the uid the server runs as may run anything that user
 # could run anyway, but inside a sandbox with conservative limits and a
-# read-only view of the system. Everybody else is denied.
+# read-only view of the file system. Everybody else is denied.
 #
-# policy.Default() injects the server's identity and host as data:
+# policy.Default() injects the server's identity as data:
 #   data.sockwarden.server.uid        the uid the server runs as
 #   data.sockwarden.server.gid        its gid
-#   data.sockwarden.server.system_ro  those of /usr, /lib, /lib64, /bin,
-#                                     /sbin, /etc, /dev/urandom, /dev/zero
-#                                     that exist on this host (Landlock
-#                                     rules need existing paths)
 # (`sockwarden check` without -p uses this policy with the uid of the
 # process running the check.)
 package sockwarden
@@ -45,15 +41,17 @@ allowed := {
 		# user's other processes, small enough to stop a fork bomb.
 		"nproc": 512,
 	},
-	# A read-only view of the system: programs, libraries and configuration
-	# can be read and executed, nothing can be written but /dev/null.
+	# A read-only view of the whole file system, as any local user has
+	# (file permissions still apply): the caller's scripts run wherever
+	# they are, `ls .`, `tail` of a log and /proc work; nothing can be
+	# written but /dev/null.
 	# /tmp is deliberately not writable: it is shared with every other
 	# user and service, so write access would let a sandboxed child plant
 	# files or symlinks for others and stash data in a world-readable place.
 	# A program that needs scratch space should get a policy with a private
 	# writable directory.
 	"landlock": {
-		"ro": object.get(server_identity, "system_ro", ["/usr", "/etc"]),
+		"ro": ["/"],
 		"rw": ["/dev/null"],
 	},
 	"cwd": "/",

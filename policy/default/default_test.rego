@@ -2,7 +2,7 @@ package sockwarden_test
 
 import data.sockwarden
 
-server := {"uid": 1000, "gid": 1000, "system_ro": ["/usr", "/lib", "/etc"]}
+server := {"uid": 1000, "gid": 1000}
 
 req(uid) := {
 	"argv": ["uname", "-a"],
@@ -18,7 +18,7 @@ test_own_uid_allowed if {
 	d.allow
 	d.rlimits.core == 0
 	not d.rlimits.as
-	"/usr" in d.landlock.ro
+	d.landlock.ro == ["/"]
 	d.landlock.rw == ["/dev/null"]
 	not "/tmp" in d.landlock.rw
 	not d.run_as
@@ -36,7 +36,7 @@ test_root_caller_denied_when_server_not_root if {
 }
 
 test_root_server_runs_children_as_nobody if {
-	d := sockwarden.decision with input as req(0) with data.sockwarden.server as {"uid": 0, "gid": 0, "system_ro": ["/usr"]}
+	d := sockwarden.decision with input as req(0) with data.sockwarden.server as {"uid": 0, "gid": 0}
 	d.allow
 	d.run_as == {"user": "65534", "group": "65534", "groups": []}
 }
