@@ -76,6 +76,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 type conn struct {
 	s     *Server
+	lim   Limits // in force when the connection was accepted
 	c     *net.UnixConn
 	id    string
 	since time.Time
@@ -108,6 +109,7 @@ type streamStats struct {
 func newConn(s *Server, c *net.UnixConn) *conn {
 	return &conn{
 		s:     s,
+		lim:   *s.limits.Load(),
 		c:     c,
 		id:    newRequestID(),
 		since: time.Now(),
@@ -151,8 +153,6 @@ func (cn *conn) end() {
 // start reads, judges and answers the request, or starts its program and
 // hands the connection over to run: then it reports true.
 func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
-	cfg := &cn.s.cfg
-
 	p, err := peer.FromConn(cn.c)
 	if err != nil {
 		cn.log.Error("closing connection", "request_id", cn.id, "err", err)
@@ -165,8 +165,8 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 	cn.log = cn.s.log.With("request_id", cn.id, "peer_pid", p.PID, "peer_uid", p.UID)
 
 	var deadline time.Time
-	if cfg.Deadline > 0 {
-		deadline = cn.since.Add(cfg.Deadline)
+	if cn.lim.Deadline > 0 {
+		deadline = cn.since.Add(cn.lim.Deadline)
 	}
 	dec := netstring.NewDecoder(br, maxArgcDigits)
 
@@ -265,7 +265,7 @@ func (cn *conn) linger(drain func()) {
 	cn.c.CloseWrite()
 	cn.setState(StateLingering)
 	d := cn.s.cfg.Linger
-	if cn.s.lingering.Add(1) > int64(cn.s.cfg.MaxConns) {
+	if cn.s.lingering.Add(1) > int64(cn.lim.MaxConns) {
 		d = overflowLinger
 	}
 	defer cn.s.lingering.Add(-1)

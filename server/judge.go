@@ -27,7 +27,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 		cn.refuseUnaudited(br, err)
 		return nil, false
 	}
-	exe, lookErr := plan.ResolveExe(argv[0], cfg.Path)
+	exe, lookErr := plan.ResolveExe(argv[0], cn.lim.Path)
 	req := &Request{ID: cn.id, Argv: argv, Exe: exe, Peer: p, Socket: cfg.Socket, Time: time.Now()}
 	d, err := s.judges.authorize(ctx, cfg.Authorizer, req)
 	if err != nil {

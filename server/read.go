@@ -18,7 +18,6 @@ import (
 
 // readArgv reads argc and argv.
 func (cn *conn) readArgv(dec *netstring.Decoder) ([]string, error) {
-	cfg := &cn.s.cfg
 	b, err := dec.Decode(nil)
 	if err != nil {
 		return nil, fmt.Errorf("reading argc: %w", err)
@@ -27,10 +26,10 @@ func (cn *conn) readArgv(dec *netstring.Decoder) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("argc: %w", err)
 	}
-	if argc < 1 || argc > cfg.MaxArgs {
-		return nil, fmt.Errorf("argc %d out of range 1..%d", argc, cfg.MaxArgs)
+	if argc < 1 || argc > cn.lim.MaxArgs {
+		return nil, fmt.Errorf("argc %d out of range 1..%d", argc, cn.lim.MaxArgs)
 	}
-	dec.SetMax(cfg.MaxArgBytes)
+	dec.SetMax(cn.lim.MaxArgBytes)
 	argv := make([]string, 0, min(argc, 64))
 	var total int64
 	var buf []byte
@@ -39,8 +38,8 @@ func (cn *conn) readArgv(dec *netstring.Decoder) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading argv[%d] of %d: %w", i, argc, err)
 		}
-		if total += int64(len(buf)); total > cfg.MaxArgvBytes {
-			return nil, fmt.Errorf("argv larger than %d bytes", cfg.MaxArgvBytes)
+		if total += int64(len(buf)); total > cn.lim.MaxArgvBytes {
+			return nil, fmt.Errorf("argv larger than %d bytes", cn.lim.MaxArgvBytes)
 		}
 		if i := strings.IndexByte(string(buf), 0); i >= 0 {
 			return nil, fmt.Errorf("argv[%d] contains a NUL byte", len(argv))

@@ -135,6 +135,7 @@ type Server struct {
 	ctx    context.Context // canceled at shutdown
 	cancel context.CancelFunc
 
+	limits   atomic.Pointer[Limits]
 	names    *peer.Names // peer name cache
 	spawner  *sandbox.Spawner
 	ownSpawn bool // spawner made by New, closed by Shutdown
@@ -181,16 +182,65 @@ func New(cfg Config) (*Server, error) {
 	}
 	sp := s.spawner
 	s.planner = plan.NewPlanner(plan.ThisProcess(sp.Capabilities(), sp.Existing))
+	s.limits.Store(&Limits{
+		MaxConns: cfg.MaxConns, Deadline: cfg.Deadline, KillTimeout: cfg.KillTimeout, Path: cfg.Path,
+		MaxArgs: cfg.MaxArgs, MaxArgBytes: cfg.MaxArgBytes, MaxArgvBytes: cfg.MaxArgvBytes,
+	})
 	s.SetDefaults(cfg.Defaults)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// Limits are the settings of a [Server] that may change while it serves
+// ([Server.SetLimits], on SIGHUP). A connection takes the limits in force
+// when it is accepted and keeps them to its end. They mean what the
+// fields of the same names in [Config] mean, and a zero field keeps the
+// value in force.
+type Limits struct {
+	MaxConns                  int
+	Deadline                  time.Duration
+	KillTimeout               time.Duration
+	Path                      string
+	MaxArgs                   int
+	MaxArgBytes, MaxArgvBytes int64
+}
+
+// Limits returns the limits in force.
+func (s *Server) Limits() Limits { return *s.limits.Load() }
+
+// SetLimits puts l in force for the connections accepted from now on.
+func (s *Server) SetLimits(l Limits) {
+	cur := *s.limits.Load()
+	set := func(dst *int, v int) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	set(&cur.MaxConns, l.MaxConns)
+	set(&cur.MaxArgs, l.MaxArgs)
+	if l.Deadline != 0 {
+		cur.Deadline = l.Deadline
+	}
+	if l.KillTimeout > 0 {
+		cur.KillTimeout = l.KillTimeout
+	}
+	if l.Path != "" {
+		cur.Path = l.Path
+	}
+	if l.MaxArgBytes > 0 {
+		cur.MaxArgBytes = l.MaxArgBytes
+	}
+	if l.MaxArgvBytes > 0 {
+		cur.MaxArgvBytes = l.MaxArgvBytes
+	}
+	s.limits.Store(&cur)
 }
 
 // SetDefaults puts new sandbox defaults in force for the requests judged
 // from now on (SIGHUP). d.KillTimeout 0 keeps the server's.
 func (s *Server) SetDefaults(d plan.Defaults) {
 	if d.KillTimeout <= 0 {
-		d.KillTimeout = s.cfg.KillTimeout
+		d.KillTimeout = s.limits.Load().KillTimeout
 	}
 	s.defaults.Store(&d)
 }
@@ -226,9 +276,9 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			continue
 		}
 		backoff = 0
-		if s.active.Load() >= int64(s.cfg.MaxConns) {
+		if maxConns := s.limits.Load().MaxConns; s.active.Load() >= int64(maxConns) {
 			s.rejected.Add(1)
-			s.log.Warn("connection limit reached; closing new connection", "max_conns", s.cfg.MaxConns)
+			s.log.Warn("connection limit reached; closing new connection", "max_conns", maxConns)
 			c.Close()
 			continue
 		}

@@ -275,19 +275,16 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	gate := server.NewPolicyGate(engine)
 
-	deadline := time.Duration(sc.Timeout)
-	if deadline == 0 {
-		deadline = -1
-	}
+	lim := serverLimits(cfg)
 	srv, err := server.New(server.Config{
 		Socket:       sc.Socket,
-		MaxConns:     sc.MaxConns,
-		Deadline:     deadline,
-		KillTimeout:  time.Duration(sc.KillTimeout),
-		Path:         sc.Path,
-		MaxArgs:      sc.MaxArgs,
-		MaxArgBytes:  sc.MaxArgBytes,
-		MaxArgvBytes: sc.MaxArgvBytes,
+		MaxConns:     lim.MaxConns,
+		Deadline:     lim.Deadline,
+		KillTimeout:  lim.KillTimeout,
+		Path:         lim.Path,
+		MaxArgs:      lim.MaxArgs,
+		MaxArgBytes:  lim.MaxArgBytes,
+		MaxArgvBytes: lim.MaxArgvBytes,
 		Logger:       log,
 		Authorizer:   gate,
 		Defaults:     sandboxDefaults(cfg),
@@ -381,6 +378,7 @@ loop:
 				} else {
 					cfg = next
 					setLevel(level, cfg.Log.Level)
+					srv.SetLimits(serverLimits(cfg))
 					srv.SetDefaults(sandboxDefaults(cfg))
 				}
 				reloadPolicy(log, cfg.Policy, gate, trail)
@@ -399,7 +397,7 @@ loop:
 		}
 	}
 	notify(log, "STOPPING=1")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(sc.KillTimeout)+5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), srv.Limits().KillTimeout+5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Error("shutdown incomplete", "err", err)
@@ -420,30 +418,90 @@ loop:
 }
 
 // reloadConfig reads the configuration again (the -c file under the same
-// flags) for SIGHUP. The policy, the sandbox defaults and the log level
-// take effect at once; the other settings need a restart, and a change to
-// them is logged as such.
-func reloadConfig(log *slog.Logger, args []string, cur *config.Config) (*config.Config, error) {
-	next, _, err := parseServeArgs("sockwarden", args, io.Discard)
+// flags) for SIGHUP and says, key by key, what changed: the keys a running
+// server applies (see liveKey) are returned in next for the caller to put
+// in force; each other changed key is logged as needing a restart, and
+// keeps its running value in next.
+func reloadConfig(log *slog.Logger, args []string, cur *config.Config) (next *config.Config, err error) {
+	next, _, err = parseServeArgs("sockwarden", args, io.Discard)
 	if err != nil {
 		return nil, err
 	}
-	restart := map[string]bool{
-		"server":     !reflect.DeepEqual(next.Server, cur.Server),
-		"audit":      next.Audit != cur.Audit,
-		"log.format": next.Log.Format != cur.Log.Format,
+	var applied []string
+	for _, key := range changedKeys(reflect.ValueOf(cur).Elem(), reflect.ValueOf(next).Elem(), "") {
+		if liveKey(key) {
+			applied = append(applied, key)
+			continue
+		}
+		log.Warn("configuration changed where a reload cannot apply it; restart to apply", "key", key)
+		keepKey(reflect.ValueOf(next).Elem(), reflect.ValueOf(cur).Elem(), key)
 	}
-	for section, changed := range restart {
-		if changed {
-			log.Warn("configuration changed where a reload cannot apply it; restart to apply", "section", section)
+	log.Info("configuration reloaded", "applied", applied, "policy_paths", next.Policy.Paths, "log_level", next.Log.Level)
+	return next, nil
+}
+
+// liveKey reports whether a running server applies a change of key on
+// SIGHUP: the connection limits and deadlines (for the connections
+// accepted from then on), the policy, the sandbox defaults (for the
+// requests judged from then on) and the log level. The socket, the
+// audit sink, the log format and the cgroup set-up need a restart.
+func liveKey(key string) bool {
+	switch key {
+	case "server.timeout", "server.kill_timeout", "server.max_conns", "server.path",
+		"server.max_args", "server.max_arg_bytes", "server.max_argv_bytes", "log.level":
+		return true
+	case "sandbox.cgroups", "sandbox.cgroup_parent":
+		return false
+	}
+	return strings.HasPrefix(key, "policy.") || strings.HasPrefix(key, "sandbox.")
+}
+
+// changedKeys lists the dotted TOML keys whose values differ between a
+// and b (structs of the same type); a map or a list is one key.
+func changedKeys(a, b reflect.Value, prefix string) []string {
+	var out []string
+	t := a.Type()
+	for i := range t.NumField() {
+		key := prefix + t.Field(i).Tag.Get("toml")
+		fa, fb := a.Field(i), b.Field(i)
+		if fa.Kind() == reflect.Struct {
+			out = append(out, changedKeys(fa, fb, key+".")...)
+			continue
+		}
+		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			out = append(out, key)
 		}
 	}
-	// The running server keeps its own socket and limits.
-	next.Server = cur.Server
-	next.Audit = cur.Audit
-	next.Log.Format = cur.Log.Format
-	log.Info("configuration reloaded", "policy_paths", next.Policy.Paths, "log_level", next.Log.Level)
-	return next, nil
+	return out
+}
+
+// keepKey copies the value of the dotted key from src to dst.
+func keepKey(dst, src reflect.Value, key string) {
+	head, rest, nested := strings.Cut(key, ".")
+	t := dst.Type()
+	for i := range t.NumField() {
+		if t.Field(i).Tag.Get("toml") != head {
+			continue
+		}
+		if nested {
+			keepKey(dst.Field(i), src.Field(i), rest)
+		} else {
+			dst.Field(i).Set(src.Field(i))
+		}
+		return
+	}
+}
+
+// serverLimits are the configuration's server.Limits.
+func serverLimits(c *config.Config) server.Limits {
+	deadline := time.Duration(c.Server.Timeout)
+	if deadline == 0 {
+		deadline = -1
+	}
+	return server.Limits{
+		MaxConns: c.Server.MaxConns, Deadline: deadline, KillTimeout: time.Duration(c.Server.KillTimeout),
+		Path: c.Server.Path, MaxArgs: c.Server.MaxArgs, MaxArgBytes: c.Server.MaxArgBytes, MaxArgvBytes: c.Server.MaxArgvBytes,
+	}
 }
 
 // loadPolicy loads the configured policy, or the embedded default.

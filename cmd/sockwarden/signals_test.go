@@ -24,6 +24,39 @@ func (ts *testServer) waitLog(t *testing.T, s string, n int) {
 	}
 }
 
+// SIGHUP applies what a running server can change (here the connection
+// deadline, for the next connection) and names each changed key that
+// needs a restart (here the listen backlog).
+func TestConfigReloadReport(t *testing.T) {
+	dir := shortTempDir(t)
+	cfgFile := filepath.Join(dir, "config.toml")
+	write := func(body string) {
+		if err := os.WriteFile(cfgFile, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("[server]\ntimeout = \"30s\"\nkill_timeout = \"1s\"\n")
+	ts := startServer(t, "-c", cfgFile)
+	write("[server]\ntimeout = \"1s\"\nkill_timeout = \"1s\"\nbacklog = 7\n")
+	n := strings.Count(ts.logs.String(), "configuration reloaded")
+	ts.Cmd.Process.Signal(syscall.SIGHUP)
+	ts.waitLog(t, "configuration reloaded", n)
+	logs := ts.logs.String()
+	if !strings.Contains(logs, `"restart to apply","key":"server.backlog"`) && !strings.Contains(logs, `restart to apply","key":"server.backlog"`) {
+		t.Errorf("the reload does not name server.backlog as needing a restart:\n%s", logs)
+	}
+	if !strings.Contains(logs, `"applied":["server.timeout"]`) {
+		t.Errorf("the reload does not say it applied server.timeout:\n%s", logs)
+	}
+	// The new deadline is in force: a long program is stopped after 1 s,
+	// not 30.
+	start := time.Now()
+	r := decodeReply(t, exchange(t, ts.Socket, request([]string{"sleep", "20"}, nil, true)))
+	if r.Final[0] != "termsig" || time.Since(start) > 10*time.Second {
+		t.Errorf("sleep 20 after the reload: %v after %v; want killed at the new 1 s deadline", r.Final, time.Since(start))
+	}
+}
+
 // SIGHUP re-reads the configuration file: the sandbox defaults take
 // effect for the next request; a broken file keeps the running
 // configuration.
