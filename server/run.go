@@ -202,7 +202,7 @@ func (r *runner) finish(st *sandbox.State, err error) {
 	} else {
 		b = appendExitCode(b, st.ExitCode)
 	}
-	if err := cn.write(b); err != nil {
+	if err := cn.writeFinal(b); err != nil {
 		return
 	}
 	r.mu.Lock()

@@ -136,6 +136,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	limits   atomic.Pointer[Limits]
+	realtime atomic.Bool // writeFinal may raise its thread's priority (until refused)
 	names    *peer.Names // peer name cache
 	spawner  *sandbox.Spawner
 	ownSpawn bool // spawner made by New, closed by Shutdown
@@ -187,6 +188,7 @@ func New(cfg Config) (*Server, error) {
 		MaxArgs: cfg.MaxArgs, MaxArgBytes: cfg.MaxArgBytes, MaxArgvBytes: cfg.MaxArgvBytes,
 	})
 	s.SetDefaults(cfg.Defaults)
+	s.realtime.Store(true)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }

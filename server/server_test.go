@@ -456,3 +456,28 @@ func childGone(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
+
+// The final pair's real-time priority is for two system calls only: after
+// requests, no thread of the process is left with a real-time policy.
+func TestNoThreadLeftRealtime(t *testing.T) {
+	_, sock := startServer(t, Config{})
+	for range 20 {
+		roundTrip(t, sock, encode("1", "true", ""))
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		// Fields after the command's closing parenthesis; policy is
+		// field 41 of stat(5), the 39th after it.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 38 && f[38] != "0" {
+			t.Errorf("thread %s has scheduling policy %s", task.Name(), f[38])
+		}
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -521,6 +522,62 @@ func TestNginx(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestNginxEndOfStream runs 10,000 requests, 8 at a time, through real
+// nginx whose www-data workers read each reply as lua-resty-exec does
+// (/eos: at most 1 ms for the end of stream after the final pair) from a
+// sockwarden with the example policy. Every one must succeed: the server
+// half-closes right after writing the final pair.
+func TestNginxEndOfStream(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: starts nginx workers as www-data")
+	}
+	requireNginx(t)
+	sock := startSockwarden(t, "-M", "0666", "-p", "../policy")
+	ng := startNginx(t, "www-data", sock)
+	const total, workers = 10000, 8
+	if code, _, body := do(t, "GET", ng.base+"/eos", nil); code != 200 || string(body) != "exitcode 0\n" {
+		t.Fatalf("GET /eos = %d %q; want 200 \"exitcode 0\"", code, body)
+	}
+	t0 := time.Now()
+	jobs := make(chan int)
+	var failed atomic.Int64
+	var firstErrs sync.Map
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				resp, err := httpClient.Get(ng.base + "/eos")
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("%d %q", resp.StatusCode, body)
+					}
+				}
+				if err != nil {
+					if n := failed.Add(1); n <= 5 {
+						firstErrs.Store(i, err)
+					}
+				}
+			}
+		}()
+	}
+	for i := range total {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(t0)
+	firstErrs.Range(func(k, v any) bool { t.Errorf("request %v: %v", k, v); return true })
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests lost their result (end of stream later than 1 ms after the final pair)", n, total)
+	}
+	t.Logf("%d requests, %d at a time, in %v (%.0f/s)", total, workers, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds())
 }
 
 // oneRequest is request i of the concurrency test: even ones run uname,
