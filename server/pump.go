@@ -109,9 +109,8 @@ func (s *stdinPump) pump() error {
 				cn.stdinTrunc.Store(true)
 			}
 			bp := stdinBufs.Get().(*[]byte) // only while data flows
-			w, err := io.CopyBuffer(stdinWriter{cn, s.w}, io.LimitReader(dec.Body(), fwd), *bp)
+			_, err := io.CopyBuffer(stdinWriter{cn, s.w}, io.LimitReader(dec.Body(), fwd), *bp)
 			stdinBufs.Put(bp)
-			cn.stdinBytes.Add(w)
 			if err != nil && !isWriteSideError(err) {
 				return inputError(err, dec.Offset())
 			}

@@ -260,19 +260,25 @@ type stdinWriter struct {
 	w  io.Writer
 }
 
+// Bytes count in the exec.exit record as they reach the program, not
+// once a whole netstring has.
 func (sw stdinWriter) Write(p []byte) (int, error) {
 	dl, ok := sw.w.(interface{ SetWriteDeadline(time.Time) error })
 	if !ok {
-		return sw.w.Write(p)
+		n, err := sw.w.Write(p)
+		sw.cn.stdinBytes.Add(int64(n))
+		return n, err
 	}
 	defer dl.SetWriteDeadline(time.Time{})
 	total := 0
 	for {
 		if err := dl.SetWriteDeadline(time.Now().Add(hangupCheck)); err != nil {
 			n, err := sw.w.Write(p[total:]) // not pollable: plain blocking write
+			sw.cn.stdinBytes.Add(int64(n))
 			return total + n, err
 		}
 		n, err := sw.w.Write(p[total:])
+		sw.cn.stdinBytes.Add(int64(n))
 		total += n
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return total, err
