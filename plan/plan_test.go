@@ -27,6 +27,22 @@ func host(abi int, controllers ...string) Host {
 	}
 }
 
+// planCase is a row of TestPlan.
+type planCase struct {
+	name string
+	host Host
+	def  Defaults
+	d    *policy.Decision
+	req  *Request
+	// want: "run", "deny" (decision-stage deny, 126) or "start"
+	// (allowed, cannot start, with status).
+	want       string
+	status     int
+	errPart    string
+	errAs      any
+	checkAllow func(*testing.T, *Plan)
+}
+
 func TestPlan(t *testing.T) {
 	nobody := &policy.RunAs{User: "nobody"}
 	allow := func(f func(*policy.Decision)) *policy.Decision {
@@ -37,20 +53,7 @@ func TestPlan(t *testing.T) {
 		return d
 	}
 	uname := &Request{ID: "r1", Argv: []string{"uname", "-a"}, Exe: "/usr/bin/uname"}
-	tests := []struct {
-		name string
-		host Host
-		def  Defaults
-		d    *policy.Decision
-		req  *Request
-		// want: "run", "deny" (decision-stage deny, 126) or "start"
-		// (allowed, cannot start, with status).
-		want       string
-		status     int
-		errPart    string
-		errAs      any
-		checkAllow func(*testing.T, *Plan)
-	}{
+	tests := []planCase{
 		{name: "allowed", host: host(7, "pids"), d: allow(nil), req: uname, want: "run",
 			checkAllow: func(t *testing.T, p *Plan) {
 				if p.Spec.Path != "/usr/bin/uname" || !slices.Equal(p.Spec.Args, uname.Argv) || p.Spec.Credential == nil || p.Spec.Credential.UID == 0 {
@@ -100,18 +103,7 @@ func TestPlan(t *testing.T) {
 	// A server running as uid 33 without the privilege to switch users.
 	www := host(7)
 	www.UID, www.GID, www.Groups, www.Caps.SetID = 33, 33, []uint32{33}, false
-	tests = append(tests, []struct {
-		name       string
-		host       Host
-		def        Defaults
-		d          *policy.Decision
-		req        *Request
-		want       string
-		status     int
-		errPart    string
-		errAs      any
-		checkAllow func(*testing.T, *Plan)
-	}{
+	tests = append(tests, []planCase{
 		{name: "no privilege to switch users", host: www, d: allow(nil), req: uname,
 			want: "deny", status: 126, errPart: "without the privilege to switch users"},
 		{name: "no privilege needed for the server's own identity", host: www,
