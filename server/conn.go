@@ -294,7 +294,9 @@ func appendExitCode(b []byte, status int) []byte {
 // shutdown(2) are raw system calls in one callback (no goroutine switch
 // and no wait for the Go scheduler between them), made by a thread that,
 // where the server may (CAP_SYS_NICE), runs at real-time priority for
-// those two calls, so that the client it wakes with the write cannot
+// those two calls (set with raw system calls too: a thread the Go
+// scheduler saw in a system call could lose its P, and the runtime would
+// start more threads), so that the client it wakes with the write cannot
 // preempt it before the shutdown (measured through nginx at 8 at a time
 // on 2 cores: 171 of 10,000 replies lost without it, see
 // TestNginxEndOfStream). The slot is given back first, so that a client
@@ -311,18 +313,11 @@ func (cn *conn) writeFinal(b []byte) error {
 		cn.werr = err
 		return err
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if cn.s.realtime.Load() {
-		if setScheduler(unix.SCHED_FIFO, 1) != nil {
-			cn.s.realtime.Store(false) // not permitted: never again
-		} else {
-			defer setScheduler(schedOther, 0)
-		}
-	}
-	var werr error
 	off := 0
-	rerr := raw.Write(func(fd uintptr) bool {
+	var werr error
+	// writeAll writes what is left of b and, once all of it is written,
+	// shuts the write side; it reports false when the socket is full.
+	writeAll := func(fd uintptr) bool {
 		for off < len(b) {
 			n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[off])), uintptr(len(b)-off))
 			switch e {
@@ -332,16 +327,37 @@ func (cn *conn) writeFinal(b []byte) error {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
-				return false // wait until writable (or the deadline)
+				return false
 			}
 			werr = os.NewSyscallError("write", e)
 			return true
 		}
 		unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0)
 		return true
+	}
+	// Usually the reply fits in the socket buffer: written and shut at
+	// once, on a thread of its own for those two calls, never parked (a
+	// locked thread that parks makes the runtime start another).
+	done := false
+	cerr := raw.Control(func(fd uintptr) {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if cn.s.realtime.Load() {
+			if setScheduler(unix.SCHED_FIFO, 1) != nil {
+				cn.s.realtime.Store(false) // not permitted: never again
+			} else {
+				defer setScheduler(schedOther, 0)
+			}
+		}
+		done = writeAll(fd)
 	})
+	if cerr == nil && !done {
+		// The client does not read yet: wait for room (bounded by the
+		// write deadline), then the rest and the shutdown, as before.
+		cerr = raw.Write(writeAll)
+	}
 	if werr == nil {
-		werr = rerr
+		werr = cerr
 	}
 	cn.werr = werr
 	return werr
@@ -351,8 +367,14 @@ func (cn *conn) writeFinal(b []byte) error {
 const schedOther = 0
 
 // setScheduler sets the calling thread's scheduling policy and priority.
+// It is a raw system call: the Go scheduler does not see it, so it never
+// hands the thread's P to another thread meanwhile.
 func setScheduler(policy uint32, prio uint32) error {
-	return unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy, Priority: prio}, 0)
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy, Priority: prio}
+	if _, _, e := unix.RawSyscall(unix.SYS_SCHED_SETATTR, 0, uintptr(unsafe.Pointer(&attr)), 0); e != 0 {
+		return e
+	}
+	return nil
 }
 
 // write sends b to the client; the first failure is remembered and, while
