@@ -54,7 +54,7 @@
 //     pids_peak, cpu_ns (every process of the request), and
 //     lingering: true when some were still dying.
 //   - exec.kill: event.reason (timeout, disconnect, output_limit,
-//     stdin_limit, shutdown, protocol_error), process.{pid,pgid},
+//     stdin_limit, output_buffer, shutdown, protocol_error), process.{pid,pgid},
 //     sockwarden.kill.{signal,escalated}.
 //   - protocol.error: error.message, client.user.*, sockwarden.peer,
 //     sockwarden.protocol.bytes_read.

@@ -25,7 +25,10 @@ const (
 	KillOutputLimit = "output_limit"
 	// KillStdinLimit: the client sent more stdin than the request's cap.
 	KillStdinLimit = "stdin_limit"
-	KillShutdown   = "shutdown"
+	// KillOutputBuffer: more output waited for a client still sending its
+	// stdin than the server buffers (server.output_buffer).
+	KillOutputBuffer = "output_buffer"
+	KillShutdown     = "shutdown"
 	// KillProtocolError: the client sent malformed stdin while the child ran.
 	KillProtocolError = "protocol_error"
 )

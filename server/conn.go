@@ -59,6 +59,7 @@ const (
 	KillReasonDisconnect    = audit.KillDisconnect
 	KillReasonOutputLimit   = audit.KillOutputLimit
 	KillReasonStdinLimit    = audit.KillStdinLimit
+	KillReasonOutputBuffer  = audit.KillOutputBuffer
 	KillReasonShutdown      = audit.KillShutdown
 	KillReasonProtocolError = audit.KillProtocolError
 )
@@ -92,16 +93,20 @@ type conn struct {
 	argv []string
 	pid  int
 
-	wmu        sync.Mutex // serializes writes to c
-	werr       error      // first write error, under wmu
-	r          *runner    // the running program's state, once started
-	limitOnce  sync.Once
-	outBytes   atomic.Int64 // stdout + stderr bytes read from the child
-	stdout     streamStats  // forwarded to the client
-	stderr     streamStats
-	stdinBytes atomic.Int64 // forwarded to the child
-	stdinTrunc atomic.Bool
-	released   atomic.Bool // the connection's slot was given back
+	wmu  sync.Mutex // serializes writes to c
+	werr error      // first write error, under wmu
+	out  spooler    // output waiting for the client (spool.go), under wmu
+
+	clientSending atomic.Bool // the client has not ended its stdin yet
+	bufferFull    atomic.Bool // the output spool reached Config.OutputBuffer
+	r             *runner     // the running program's state, once started
+	limitOnce     sync.Once
+	outBytes      atomic.Int64 // stdout + stderr bytes read from the child
+	stdout        streamStats  // forwarded to the client
+	stderr        streamStats
+	stdinBytes    atomic.Int64 // forwarded to the child
+	stdinTrunc    atomic.Bool
+	released      atomic.Bool // the connection's slot was given back
 }
 
 // streamStats counts one output stream for the audit trail.
@@ -147,6 +152,7 @@ func (cn *conn) end() {
 	s.served.Add(1)
 	cn.release()
 	cn.c.Close()
+	cn.closeSpool()
 	cn.setState(StateClosed)
 	s.mu.Lock()
 	delete(s.conns, cn)
@@ -305,6 +311,9 @@ func (cn *conn) writeFinal(b []byte) error {
 	cn.release()
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
+	for cn.out.flushing { // the spooled output goes first
+		cn.out.empty.Wait()
+	}
 	if cn.werr != nil {
 		return cn.werr
 	}
@@ -377,18 +386,13 @@ func setScheduler(policy uint32, prio uint32) error {
 	return nil
 }
 
-// write sends b to the client; the first failure is remembered and, while
-// a program runs, kills it (the client is gone).
+// write sends an output frame to the client (writeOutput: spooled while
+// the client is still sending stdin); the first failure is remembered and,
+// while a program runs, kills it (the client is gone).
 func (cn *conn) write(b []byte) error {
-	cn.wmu.Lock()
-	if err := cn.werr; err != nil {
-		cn.wmu.Unlock()
-		return err
-	}
-	_, err := cn.c.Write(b)
-	cn.werr = err
-	cn.wmu.Unlock()
-	if err != nil && cn.r != nil {
+	err := cn.writeOutput(b)
+	if err != nil && !errors.Is(err, errSpoolFull) && cn.r != nil {
+		cn.log.Debug("writing to the client failed", "err", err)
 		cn.r.event(evWriteFail)
 	}
 	return err

@@ -74,6 +74,7 @@ func (s *stdinPump) loop() {
 	if err == nil {
 		return // parked
 	}
+	s.cn.clientSending.Store(false)
 	s.closeStdin()
 	s.mu.Lock()
 	s.state = pumpDone
@@ -100,6 +101,7 @@ func (s *stdinPump) pump() error {
 			return inputError(err, dec.Offset())
 		}
 		if n == 0 {
+			s.cn.clientSending.Store(false) // it reads from now on
 			s.closeStdin()
 		} else if s.open {
 			fwd := n

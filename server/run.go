@@ -37,6 +37,7 @@ type runner struct {
 	out         [2]outPump     // stdout, stderr
 	outputs     sync.WaitGroup // the output pumps
 	killTimeout time.Duration
+	deadline    time.Time // the request's deadline; zero for none
 	writeGrace  time.Duration
 	timer       *time.Timer   // the deadline; nil without one
 	stopCtx     func() bool   // unregisters the shutdown callback
@@ -54,6 +55,7 @@ const (
 	evWriteFail         // a write to the client failed
 	evOutLimit          // the output cap was reached
 	evStdinLimit        // the client sent more stdin than the cap
+	evOutBuffer         // output waiting for the client reached its bound
 )
 
 // run starts pumping a started child's streams and returns: the
@@ -69,6 +71,7 @@ func (cn *conn) run(ctx context.Context, proc *sandbox.Process, br *bufio.Reader
 		k:           killer{cn: cn, proc: proc, timeout: killTimeout, log: cn.log},
 		in:          stdinPump{cn: cn, p: p, br: br, dec: dec, w: proc.Stdin, max: pl.MaxStdinBytes, open: true},
 		killTimeout: killTimeout,
+		deadline:    deadline,
 		// Once a kill has started, a client that does not read may hold
 		// up the output and the reply for this long: the escalation, the
 		// drain of the pipes and a second to spare.
@@ -77,6 +80,7 @@ func (cn *conn) run(ctx context.Context, proc *sandbox.Process, br *bufio.Reader
 	}
 	// Everything an event touches is set before the first event can come.
 	cn.r = r
+	cn.clientSending.Store(true)
 	r.out[0].init(cn, &r.outputs, proc.Stdout, "6:stdout,", &cn.stdout, pl.MaxOutputBytes)
 	r.out[1].init(cn, &r.outputs, proc.Stderr, "6:stderr,", &cn.stderr, pl.MaxOutputBytes)
 	r.outputs.Add(2)
@@ -113,6 +117,8 @@ func (r *runner) event(ev int) {
 		r.k.kill(KillReasonOutputLimit)
 	case evStdinLimit:
 		r.k.kill(KillReasonStdinLimit)
+	case evOutBuffer:
+		r.k.kill(KillReasonOutputBuffer)
 	}
 }
 
@@ -134,6 +140,7 @@ func (r *runner) stdinEnded(err error) {
 		cn.recordProtocolError(pe)
 		r.k.kill(KillReasonProtocolError)
 	} else {
+		cn.log.Debug("client input ended while the program ran", "err", err)
 		r.k.kill(KillReasonDisconnect)
 	}
 	cn.c.SetWriteDeadline(aLongTimeAgo)
@@ -195,6 +202,12 @@ func (r *runner) finish(st *sandbox.State, err error) {
 		b = appendStderrLine(b, fmt.Sprintf("sockwarden: stdin over the limit of %d bytes; the program was stopped (request %s)\n", r.in.max, cn.id))
 	case KillReasonOutputLimit:
 		b = appendStderrLine(b, fmt.Sprintf("sockwarden: output over the limit of %d bytes; the program was stopped (request %s)\n", r.out[0].max, cn.id))
+	case KillReasonOutputBuffer:
+		b = appendStderrLine(b, fmt.Sprintf("sockwarden: more than %d bytes of output waited for a client that was still sending stdin; the program was stopped (request %s)\n", cn.s.cfg.OutputBuffer, cn.id))
+	}
+	if !r.deadline.IsZero() && k.reason == "" {
+		// Spooled output still to send is bounded by the deadline too.
+		cn.c.SetWriteDeadline(r.deadline)
 	}
 	if st.Signal != 0 {
 		b = netstring.AppendString(b, "termsig")

@@ -38,6 +38,7 @@ const (
 	DefaultMaxArgvBytes = 1 << 20
 	DefaultPath         = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	DefaultLinger       = time.Second
+	DefaultOutputBuffer = 64 << 20
 )
 
 // Config configures a [Server]. The zero value of a field means its
@@ -76,6 +77,10 @@ type Config struct {
 	MaxArgs      int
 	MaxArgBytes  int64
 	MaxArgvBytes int64
+	// OutputBuffer bounds the output of one request that waits for a
+	// client still sending its stdin (see spool.go): memory up to 256 KiB,
+	// then an unlinked temporary file. Past it the program is stopped.
+	OutputBuffer int64
 	// Linger is how long, after the final reply, the server keeps
 	// reading (and discarding) late input before it closes, so that the
 	// client sees a clean end of stream rather than a reset.
@@ -121,6 +126,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Linger <= 0 {
 		c.Linger = DefaultLinger
+	}
+	if c.OutputBuffer <= 0 {
+		c.OutputBuffer = DefaultOutputBuffer
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

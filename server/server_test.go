@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
@@ -304,21 +305,23 @@ type testReply struct{ stdout, stderr, final string }
 func decodeTest(t *testing.T, raw []byte) testReply {
 	t.Helper()
 	var r testReply
+	var stdout, stderr strings.Builder
 	d := netstring.NewDecoder(bytes.NewReader(raw), 1<<20)
 	for {
 		typ, err := d.Decode(nil)
 		if err != nil {
+			r.stdout, r.stderr = stdout.String(), stderr.String()
 			return r
 		}
 		data, err := d.Decode(nil)
 		if err != nil {
-			t.Fatalf("reply %q: %v", raw, err)
+			t.Fatalf("reply %.200q: %v", raw, err)
 		}
 		switch string(typ) {
 		case "stdout":
-			r.stdout += string(data)
+			stdout.Write(data)
 		case "stderr":
-			r.stderr += string(data)
+			stderr.Write(data)
 		default:
 			r.final = string(typ) + ":" + string(data)
 		}
@@ -478,6 +481,96 @@ func TestNoThreadLeftRealtime(t *testing.T) {
 		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 		if len(f) > 38 && f[38] != "0" {
 			t.Errorf("thread %s has scheduling policy %s", task.Name(), f[38])
+		}
+	}
+}
+
+// sendAllThenRead sends argv, stdin in 64 KiB netstrings and "0:," before
+// reading anything, as lua-resty-exec does, then reads the whole reply.
+// The send must complete within 60 s: a server that stops taking stdin
+// because nobody reads the output would hang it.
+func sendAllThenRead(t *testing.T, sock string, argv []string, stdin []byte) testReply {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := encode(append([]string{strconv.Itoa(len(argv))}, argv...)...)
+	for off := 0; off < len(stdin); off += 64 << 10 {
+		req = netstring.Append(req, stdin[off:min(off+64<<10, len(stdin))])
+	}
+	req = append(req, "0:,"...)
+	c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Write(req); err != nil {
+		t.Fatalf("sending %d bytes of stdin before reading: %v", len(stdin), err)
+	}
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeTest(t, raw)
+}
+
+// A client that sends 32 MiB of stdin before reading anything gets all of
+// it back through cat, byte-exact: the output waits in the spool (memory,
+// then a temporary file) meanwhile.
+func TestLargeStdinBeforeReading(t *testing.T) {
+	_, sock := startServer(t, Config{})
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	got := sendAllThenRead(t, sock, []string{"cat"}, data)
+	if got.final != "exitcode:0" || got.stdout != string(data) || got.stderr != "" {
+		t.Errorf("final %q, %d bytes back (equal: %v), stderr %q; want exit 0 and the %d bytes sent",
+			got.final, len(got.stdout), got.stdout == string(data), got.stderr, len(data))
+	}
+}
+
+// Past Config.OutputBuffer, the request ends clearly: the program is
+// stopped and the client is told why before the final pair.
+func TestLargeStdinPastTheBuffer(t *testing.T) {
+	_, sock := startServer(t, Config{OutputBuffer: 1 << 20, KillTimeout: time.Second})
+	got := sendAllThenRead(t, sock, []string{"cat"}, make([]byte, 8<<20))
+	if !strings.Contains(got.stderr, "sockwarden: more than 1048576 bytes of output waited for a client that was still sending stdin; the program was stopped") {
+		t.Errorf("stderr %q, want the output buffer line", got.stderr)
+	}
+	if !strings.HasPrefix(got.final, "termsig:") {
+		t.Errorf("final %q, want a termsig", got.final)
+	}
+	// The buffer, plus what the socket's own buffers took before output
+	// started to wait.
+	if len(got.stdout) > 1<<20+512<<10 {
+		t.Errorf("%d bytes of stdout, more than the buffer lets through", len(got.stdout))
+	}
+}
+
+// A client that reads while it sends (duplex, as an echo) gets its data
+// back byte-exact too, whether its output waits in the spool or not.
+func TestDuplexStdinWhileReading(t *testing.T) {
+	_, sock := startServer(t, Config{})
+	for range 5 {
+		data := make([]byte, 8<<20)
+		rand.Read(data)
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := encode("1", "cat")
+		for off := 0; off < len(data); off += 64 << 10 {
+			req = netstring.Append(req, data[off:min(off+64<<10, len(data))])
+		}
+		req = append(req, "0:,"...)
+		go c.Write(req)
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		raw, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := decodeTest(t, raw)
+		if got.final != "exitcode:0" || got.stdout != string(data) {
+			t.Fatalf("final %q, %d bytes back (equal: %v), stderr %q", got.final, len(got.stdout), got.stdout == string(data), got.stderr)
 		}
 	}
 }

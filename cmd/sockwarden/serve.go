@@ -285,6 +285,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		MaxArgs:      lim.MaxArgs,
 		MaxArgBytes:  lim.MaxArgBytes,
 		MaxArgvBytes: lim.MaxArgvBytes,
+		OutputBuffer: sc.OutputBuffer,
 		Logger:       log,
 		Authorizer:   gate,
 		Defaults:     sandboxDefaults(cfg),

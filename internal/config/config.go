@@ -57,6 +57,11 @@ type Server struct {
 	MaxArgs      int   `toml:"max_args"`
 	MaxArgBytes  int64 `toml:"max_arg_bytes"`
 	MaxArgvBytes int64 `toml:"max_argv_bytes"`
+	// OutputBuffer bounds the output of one request that waits for a
+	// client still sending its stdin (lua-resty-exec sends all of it
+	// before it reads): 256 KiB in memory, the rest in an unlinked
+	// temporary file. Past it the program is stopped.
+	OutputBuffer int64 `toml:"output_buffer"`
 }
 
 // Policy configures the policy engine.
@@ -190,6 +195,7 @@ func Default() *Config {
 			MaxArgs:      4096,
 			MaxArgBytes:  128 << 10,
 			MaxArgvBytes: 1 << 20,
+			OutputBuffer: 64 << 20,
 		},
 		Policy: Policy{
 			Query: "data.sockwarden.decision",
@@ -299,6 +305,8 @@ func (c *Config) Validate() error {
 		return bad("server.kill_timeout", "must be positive")
 	case s.MaxArgs <= 0 || s.MaxArgBytes <= 0 || s.MaxArgvBytes <= 0:
 		return bad("server.max_args", "argv limits must be positive")
+	case s.OutputBuffer <= 0:
+		return bad("server.output_buffer", "must be positive, got %d", s.OutputBuffer)
 	}
 	if c.Policy.EvalTimeout <= 0 {
 		return bad("policy.eval_timeout", "must be positive")
