@@ -580,6 +580,50 @@ func TestNginxEndOfStream(t *testing.T) {
 	t.Logf("%d requests, %d at a time, in %v (%.0f/s)", total, workers, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds())
 }
 
+// TestNginxSendAllThenRead sends 32 MiB through cat the way
+// lua-resty-exec does (all of stdin before reading anything, /sendall)
+// from real nginx: it all comes back, byte-exact. With a smaller output
+// buffer the request ends clearly instead: the program is stopped and the
+// client is told why.
+func TestNginxSendAllThenRead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: starts nginx")
+	}
+	requireNginx(t)
+	body := allBytes(32 << 20)
+
+	sock := startSockwarden(t, "-M", "0666")
+	ng := startNginx(t, "root", sock)
+	resp, err := httpClient.Post(ng.base+"/sendall", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, body) {
+		t.Errorf("POST /sendall (32 MiB) = %d %q, %d bytes back (equal: %v), %v; want 200 and the body",
+			resp.StatusCode, resp.Header.Get("X-Exit"), len(got), bytes.Equal(got, body), err)
+	}
+
+	dir := publicDir(t, "swcfg-")
+	cfg := filepath.Join(dir, "small.toml")
+	if err := os.WriteFile(cfg, []byte("[server]\noutput_buffer = 1048576\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	small := startNginx(t, "root", startSockwarden(t, "-M", "0666", "-c", cfg))
+	resp, err = httpClient.Post(small.base+"/sendall", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || !strings.HasPrefix(resp.Header.Get("X-Exit"), "termsig") ||
+		!strings.Contains(string(got), "waited for a client that was still sending stdin; the program was stopped") {
+		t.Errorf("POST /sendall past a 1 MiB output buffer = %d %q %q; want 500, a termsig and the output buffer line",
+			resp.StatusCode, resp.Header.Get("X-Exit"), got)
+	}
+}
+
 // oneRequest is request i of the concurrency test: even ones run uname,
 // odd ones echo a body unique to the request through cat, so that output
 // crossing between requests would be caught.
