@@ -184,6 +184,12 @@ func appendStart(b []byte, s *Start) []byte {
 		b = appendStrings(b, ll.RO)
 		b = append(b, `,"rw":`...)
 		b = appendStrings(b, ll.RW)
+		if len(ll.Dropped) > 0 {
+			b = append(b, `,"dropped":`...)
+			b = appendStrings(b, ll.Dropped)
+		}
+		b = append(b, `,"tcp_restricted":`...)
+		b = strconv.AppendBool(b, ll.TCPRestricted)
 		b = append(b, `,"connect_tcp":`...)
 		b = appendPorts(b, ll.ConnectTCP)
 		b = append(b, `,"bind_tcp":`...)

@@ -89,9 +89,17 @@ type Landlock struct {
 	ABI int
 	// RO and RW are the paths granted read-only and read-write access.
 	RO, RW []string
+	// TCPRestricted says whether TCP is restricted at all: when false
+	// (the decision named no TCP ports), ConnectTCP and BindTCP are empty
+	// and every port is open; when true, they are the only ports open
+	// (empty: none).
+	TCPRestricted bool
 	// ConnectTCP and BindTCP are the TCP ports the child may connect to
 	// and bind.
 	ConnectTCP, BindTCP []uint16
+	// Dropped are the paths of the decision that do not exist on this
+	// host and were left out of the rules (which only takes access away).
+	Dropped []string
 	// BestEffort is true when the policy allowed running with a weaker
 	// ruleset than requested if the kernel lacks an ABI.
 	BestEffort bool

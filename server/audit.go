@@ -113,13 +113,15 @@ func (cn *conn) recordStart(pl *plan.Plan, proc *sandbox.Process) error {
 	st.RunAs = cn.runAs(spec)
 	if l := spec.Landlock; l != nil {
 		st.Landlock = &audit.Landlock{
-			ABI:        proc.Landlock.ABI,
-			RO:         l.RO,
-			RW:         l.RW,
-			ConnectTCP: l.ConnectTCP,
-			BindTCP:    l.BindTCP,
-			BestEffort: l.BestEffort,
-			Downgraded: len(proc.Landlock.Downgraded) > 0,
+			ABI:           proc.Landlock.ABI,
+			RO:            l.RO,
+			RW:            l.RW,
+			TCPRestricted: !l.UnrestrictedTCP,
+			ConnectTCP:    l.ConnectTCP,
+			BindTCP:       l.BindTCP,
+			Dropped:       pl.DroppedPaths,
+			BestEffort:    l.BestEffort,
+			Downgraded:    len(proc.Landlock.Downgraded) > 0,
 		}
 	}
 	return cn.audited(audit.ActionStart, a.Start(st))

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/audit/audittest"
+	"github.com/sockwarden/sockwarden/policy"
 )
 
 // lockedBuffer is an io.Writer safe for the audit sink and the test.
@@ -345,5 +347,45 @@ func TestAuditDiskFull(t *testing.T) {
 	audittest.ValidateLines(t, data)
 	if want := 3 * (ran + 1); rep.Records != want {
 		t.Errorf("%d records, want %d (3 for each of the %d requests that ran)", rep.Records, want, ran+1)
+	}
+}
+
+// landlocked allows with Landlock rules: TCP unrestricted (connect nil)
+// or restricted to the ports given, and a path this host lacks.
+type landlocked struct{ connect []int }
+
+func (l landlocked) Authorize(context.Context, *Request) (*policy.Decision, error) {
+	return &policy.Decision{Allow: true, Landlock: &policy.Landlock{
+		RO: []string{"/usr", "/lib", "/lib64", "/bin", "/no/such/dir/sw"}, ConnectTCP: l.connect,
+	}}, nil
+}
+
+// exec.start says what the Landlock rules mean: whether TCP is
+// restricted at all (an empty port list reads the same either way), and
+// which of the decision's paths were dropped because they do not exist.
+func TestAuditLandlockSaysWhatItMeans(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		connect    []int
+		restricted bool
+	}{
+		{"TCP unrestricted", nil, false},
+		{"TCP restricted to no port", []int{}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			as := startAudited(t, Config{Authorizer: landlocked{tt.connect}})
+			roundTrip(t, as.sock, encode("1", "true", ""))
+			rs := as.waitRecords(t, 3, "exec.exit")
+			st := rs[1]
+			if got := st.Get("sockwarden.landlock.tcp_restricted"); got != tt.restricted {
+				t.Errorf("tcp_restricted %v, want %v: %v", got, tt.restricted, st)
+			}
+			if ports, _ := st.Get("sockwarden.landlock.connect_tcp").([]any); len(ports) != 0 {
+				t.Errorf("connect_tcp %v", ports)
+			}
+			if dropped, _ := st.Get("sockwarden.landlock.dropped").([]any); len(dropped) != 1 || dropped[0] != "/no/such/dir/sw" {
+				t.Errorf("dropped %v, want [/no/such/dir/sw]", st.Get("sockwarden.landlock.dropped"))
+			}
+		})
 	}
 }
