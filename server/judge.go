@@ -39,6 +39,9 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 		cn.refuseUnaudited(br, err)
 		return nil, false
 	}
+	if d.Err != nil {
+		s.warnDecisionError(d.Err)
+	}
 	switch {
 	case !pl.Allow:
 		cn.log.Info("request denied", "argv", argv, "exe", exe, "message", pl.Message, "reasons", pl.Reasons)
@@ -52,6 +55,22 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	}
 	cn.replyNotRun(br, pl.ClientLine(cn.id), pl.Status)
 	return nil, false
+}
+
+// decisionErrorEvery is how often one distinct policy error is logged at
+// WARN.
+const decisionErrorEvery = time.Minute
+
+// warnDecisionError logs a policy error on a real request (an undefined
+// decision, a typo'd key, a wrong type, a timeout) at WARN, once per
+// distinct error per minute: a policy that loaded can still be broken for
+// requests its load check did not try, and an INFO "request denied" is
+// easy to miss. Every such request is still denied and audited.
+func (s *Server) warnDecisionError(err error) {
+	s.decisionErrs.Get(err.Error(), func() struct{} {
+		s.log.Warn("the policy failed on a real request; denied (logged once a minute per distinct error)", "err", err)
+		return struct{}{}
+	})
 }
 
 // Judging a request runs the policy engine, whose evaluation recurses

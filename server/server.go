@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/sockwarden/sockwarden/audit"
+	"github.com/sockwarden/sockwarden/internal/ttlcache"
 	"github.com/sockwarden/sockwarden/peer"
 	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/sandbox"
@@ -146,12 +147,14 @@ type Server struct {
 	limits   atomic.Pointer[Limits]
 	realtime atomic.Bool // writeFinal may raise its thread's priority (until refused)
 	names    *peer.Names // peer name cache
-	spawner  *sandbox.Spawner
-	ownSpawn bool // spawner made by New, closed by Shutdown
-	planner  *plan.Planner
-	defaults atomic.Pointer[plan.Defaults]
-	judges   *judgePool
-	poller   *poller
+	// decisionErrs rate-limits the WARN of policy errors (judge.go).
+	decisionErrs *ttlcache.Cache[string, struct{}]
+	spawner      *sandbox.Spawner
+	ownSpawn     bool // spawner made by New, closed by Shutdown
+	planner      *plan.Planner
+	defaults     atomic.Pointer[plan.Defaults]
+	judges       *judgePool
+	poller       *poller
 
 	mu       sync.Mutex
 	listener *net.UnixListener
@@ -174,13 +177,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: event poller: %w", err)
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		conns:   make(map[*conn]struct{}),
-		names:   peer.NewNames(),
-		spawner: cfg.Spawner,
-		judges:  newJudgePool(),
-		poller:  p,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		conns:        make(map[*conn]struct{}),
+		names:        peer.NewNames(),
+		decisionErrs: ttlcache.New[string, struct{}](decisionErrorEvery, 1024),
+		spawner:      cfg.Spawner,
+		judges:       newJudgePool(),
+		poller:       p,
 	}
 	if s.spawner == nil {
 		if s.spawner, err = sandbox.New(sandbox.Options{}); err != nil {

@@ -157,3 +157,32 @@ decision := {"allow": time.now_ns() > 0, "run_as": {"user": "65534", "group": "6
 		})
 	}
 }
+
+// A decision with a typo'd key passes the load check (its rule does not
+// match the synthetic request) and is denied on a real request: the log
+// says so at WARN, naming the key, once per distinct error per minute.
+func TestDecisionErrorWarned(t *testing.T) {
+	dir := shortTempDir(t)
+	rego := `package sockwarden
+default decision := {"allow": false}
+decision := {"allow": true, "timout": "5s"} if input.argv[0] == "echo"
+`
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(rego), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, "-p", dir)
+	for range 3 {
+		r := decodeReply(t, exchange(t, ts.Socket, request([]string{"echo", "hi"}, nil, true)))
+		if r.Final[1] != "126" {
+			t.Fatalf("echo under a broken decision: %v, want a deny", r.Final)
+		}
+	}
+	ts.waitLog(t, "the policy failed on a real request", 0)
+	logs := ts.logs.String()
+	if n := strings.Count(logs, "the policy failed on a real request"); n != 1 {
+		t.Errorf("%d WARN lines for 3 requests with the same error, want 1", n)
+	}
+	if !regexp.MustCompile(`"level":"WARN","msg":"the policy failed on a real request[^\n]*decision\.timout`).MatchString(logs) {
+		t.Errorf("the WARN does not name decision.timout:\n%s", logs)
+	}
+}

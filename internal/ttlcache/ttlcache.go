@@ -1,6 +1,8 @@
 // Package ttlcache is a small map whose entries expire: the one cache
 // helper of sockwarden for facts about the host that are costly to look
-// up and change rarely (user and group names, a path's file identity).
+// up and change rarely (user and group names, a path's file identity),
+// and for doing something at most once per interval per key (the WARN of
+// a policy error).
 //
 // It is not the policy decision cache (policy/cache.go), which must be
 // exact (a decision is valid for one policy revision, never for a time),
