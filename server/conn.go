@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -327,19 +326,13 @@ func (cn *conn) writeFinal(b []byte) error {
 	// writeAll writes what is left of b and, once all of it is written,
 	// shuts the write side; it reports false when the socket is full.
 	writeAll := func(fd uintptr) bool {
-		for off < len(b) {
-			n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[off])), uintptr(len(b)-off))
-			switch e {
-			case 0:
-				off += int(n)
-				continue
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			werr = os.NewSyscallError("write", e)
+		full, err := writeRaw(fd, b, &off)
+		switch {
+		case err != nil:
+			werr = err
 			return true
+		case full:
+			return false
 		}
 		unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0)
 		return true

@@ -238,24 +238,28 @@ func (cn *conn) tryWrite(b []byte) (int, error) {
 	}
 	off := 0
 	var werr error
-	cerr := raw.Control(func(fd uintptr) {
-		for off < len(b) {
-			n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[off])), uintptr(len(b)-off))
-			switch e {
-			case 0:
-				off += int(n)
-				continue
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return
-			}
-			werr = os.NewSyscallError("write", e)
-			return
-		}
-	})
+	cerr := raw.Control(func(fd uintptr) { _, werr = writeRaw(fd, b, &off) })
 	if werr == nil {
 		werr = cerr
 	}
 	return off, werr
+}
+
+// writeRaw writes b[*off:] to fd with raw write(2) calls (the Go
+// scheduler does not see them), advancing *off. It stops when all is
+// written, when the socket is full (full), or at an error.
+func writeRaw(fd uintptr, b []byte, off *int) (full bool, err error) {
+	for *off < len(b) {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[*off])), uintptr(len(b)-*off))
+		switch e {
+		case 0:
+			*off += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return true, nil
+		default:
+			return false, os.NewSyscallError("write", e)
+		}
+	}
+	return false, nil
 }
