@@ -284,12 +284,12 @@ func TestOutputCap(t *testing.T) {
 // saying why before the final pair; exactly the cap is fine.
 func TestStdinCap(t *testing.T) {
 	_, sock := startServer(t, Config{Authorizer: capped{in: 10}})
-	got := decodeTest(t, roundTrip(t, sock, encode("2", "sh", "-c", "wc -c; sleep 5", "0123456789abcdef", "more", "")))
+	got := decodeTest(t, roundTrip(t, sock, encode("3", "sh", "-c", "wc -c; sleep 5", "0123456789abcdef", "more", "")))
 	if !strings.Contains(got.stderr, "sockwarden: stdin over the limit of 10 bytes; the program was stopped (request ") {
 		t.Errorf("stderr %q, want the stdin limit line", got.stderr)
 	}
 	if got.final != "termsig:TERM" {
-		t.Errorf("final pair %q, want termsig TERM", got.final)
+		t.Errorf("final pair %q, want termsig TERM (stdout %q stderr %q)", got.final, got.stdout, got.stderr)
 	}
 	// Control: exactly the cap runs to its end.
 	got = decodeTest(t, roundTrip(t, sock, encode("2", "wc", "-c", "0123456789", "")))
