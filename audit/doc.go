@@ -41,7 +41,8 @@
 //   - exec.start: process.{pid,pgid,executable,working_directory}, user.*
 //     and group.* (the identity the child runs as),
 //     sockwarden.run_as.groups, sockwarden.rlimits (name -> limit, -1 for
-//     unlimited), sockwarden.landlock.{abi,ro,rw,dropped,tcp_restricted,
+//     unlimited), sockwarden.seccomp.{profile,allow,deny,network,udp},
+//     sockwarden.landlock.{abi,ro,rw,dropped,tcp_restricted,
 //     connect_tcp,bind_tcp,best_effort,downgraded}; error.message and outcome "failure" when
 //     the child could not be started.
 //   - exec.exit: event.duration (wall, ns), process.{pid,exit_code,end};

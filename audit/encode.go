@@ -200,6 +200,19 @@ func appendStart(b []byte, s *Start) []byte {
 		b = strconv.AppendBool(b, ll.Downgraded)
 		b = append(b, `},`...)
 	}
+	if sc := s.Seccomp; sc != nil {
+		b = append(b, `"seccomp":{"profile":`...)
+		b = appendString(b, sc.Profile)
+		b = append(b, `,"allow":`...)
+		b = appendStrings(b, sc.Allow)
+		b = append(b, `,"deny":`...)
+		b = appendStrings(b, sc.Deny)
+		b = append(b, `,"network":`...)
+		b = strconv.AppendBool(b, sc.Network)
+		b = append(b, `,"udp":`...)
+		b = strconv.AppendBool(b, sc.UDP)
+		b = append(b, `},`...)
+	}
 	return b
 }
 

@@ -107,6 +107,18 @@ type Landlock struct {
 	Downgraded bool
 }
 
+// Seccomp summarises the system call filters applied to a child.
+type Seccomp struct {
+	// Profile is the base profile ("default" or "none").
+	Profile string
+	// Allow and Deny are the decision's extra allowed and refused calls.
+	Allow, Deny []string
+	// Network is true when the network filter applied (Landlock
+	// restricts TCP): no IP socket but plain TCP, no TCP Fast Open, no
+	// io_uring. UDP is true when it let UDP through.
+	Network, UDP bool
+}
+
 // Start records a child that was started, or could not be (exec.start).
 type Start struct {
 	// RequestID correlates the records of one request.
@@ -126,6 +138,8 @@ type Start struct {
 	Rlimits map[string]uint64
 	// Landlock is nil when no Landlock ruleset was applied.
 	Landlock *Landlock
+	// Seccomp is nil when no system call filter was applied.
+	Seccomp *Seccomp
 	// Error is set when the child could not be started; the record then
 	// has event.outcome "failure".
 	Error string

@@ -145,6 +145,7 @@ func (h Host) String() string {
 	} else {
 		b.WriteString("; no Landlock")
 	}
+	b.WriteString("; seccomp: Docker's default profile unless the decision says otherwise")
 	return b.String()
 }
 
@@ -432,6 +433,29 @@ func (pl *Planner) sandbox(d *policy.Decision, def *Defaults, p *Plan) error {
 			ll.BindTCP = ports(l.BindTCP)
 		}
 		spec.Landlock = ll
+		spec.NoNewPrivs = true
+	}
+
+	// System call filter: Docker's default profile unless the decision
+	// says otherwise.
+	sc := &sandbox.Seccomp{Profile: sandbox.SeccompDefault}
+	if s := d.Seccomp; s != nil {
+		sc.Allow, sc.Deny = s.Allow, s.Deny
+		if s.Profile != "" {
+			sc.Profile = s.Profile
+		}
+	}
+	if l := d.Landlock; l != nil && l.UDP {
+		if l.ConnectTCP == nil && l.BindTCP == nil {
+			return errors.New("landlock.udp without connect_tcp or bind_tcp: UDP is only refused when TCP is restricted")
+		}
+		spec.Landlock.UDP = true
+	}
+	if err := sandbox.CheckSeccomp(sc, spec.Landlock != nil && !spec.Landlock.UnrestrictedTCP); err != nil {
+		return err
+	}
+	if sc.Profile != sandbox.SeccompNone || len(sc.Deny) > 0 {
+		spec.Seccomp = sc
 		spec.NoNewPrivs = true
 	}
 

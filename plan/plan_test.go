@@ -99,6 +99,41 @@ func TestPlan(t *testing.T) {
 				t.Errorf("landlock %+v, dropped %v", p.Spec.Landlock, p.DroppedPaths)
 			}
 		}},
+		{name: "the default seccomp profile without the key", host: host(7), d: allow(nil), req: uname, want: "run",
+			checkAllow: func(t *testing.T, p *Plan) {
+				if sc := p.Spec.Seccomp; sc == nil || sc.Profile != sandbox.SeccompDefault || !p.Spec.NoNewPrivs {
+					t.Errorf("seccomp %+v nnp %v, want the default profile with no_new_privs", sc, p.Spec.NoNewPrivs)
+				}
+			}},
+		{name: "seccomp profile none", host: host(7), d: allow(func(d *policy.Decision) { d.Seccomp = &policy.Seccomp{Profile: "none"} }), req: uname, want: "run",
+			checkAllow: func(t *testing.T, p *Plan) {
+				if p.Spec.Seccomp != nil || p.Spec.NoNewPrivs {
+					t.Errorf("seccomp %+v nnp %v, want no filter", p.Spec.Seccomp, p.Spec.NoNewPrivs)
+				}
+			}},
+		{name: "seccomp deny on profile none", host: host(7), d: allow(func(d *policy.Decision) {
+			d.Seccomp = &policy.Seccomp{Profile: "none", Deny: []string{"ptrace"}}
+		}), req: uname, want: "run", checkAllow: func(t *testing.T, p *Plan) {
+			if sc := p.Spec.Seccomp; sc == nil || sc.Profile != sandbox.SeccompNone || !slices.Equal(sc.Deny, []string{"ptrace"}) {
+				t.Errorf("seccomp %+v", sc)
+			}
+		}},
+		{name: "seccomp unknown system call", host: host(7), d: allow(func(d *policy.Decision) { d.Seccomp = &policy.Seccomp{Deny: []string{"ptracee"}} }), req: uname,
+			want: "deny", status: 126, errPart: "unknown system call ptracee"},
+		{name: "seccomp allow that bypasses the TCP rules", host: host(7), d: allow(func(d *policy.Decision) {
+			d.Landlock = &policy.Landlock{RO: []string{"/usr"}, ConnectTCP: []int{}}
+			d.Seccomp = &policy.Seccomp{Allow: []string{"io_uring_setup"}}
+		}), req: uname, want: "deny", status: 126, errPart: "would bypass the TCP rules"},
+		{name: "udp without TCP rules", host: host(7), d: allow(func(d *policy.Decision) {
+			d.Landlock = &policy.Landlock{RO: []string{"/usr"}, UDP: true}
+		}), req: uname, want: "deny", status: 126, errPart: "landlock.udp without connect_tcp or bind_tcp"},
+		{name: "udp with TCP rules", host: host(7), d: allow(func(d *policy.Decision) {
+			d.Landlock = &policy.Landlock{RO: []string{"/usr"}, ConnectTCP: []int{53}, UDP: true}
+		}), req: uname, want: "run", checkAllow: func(t *testing.T, p *Plan) {
+			if !p.Spec.Landlock.UDP {
+				t.Error("UDP not passed on")
+			}
+		}},
 	}
 	// A server running as uid 33 without the privilege to switch users.
 	www := host(7)

@@ -195,6 +195,12 @@ func (d Decision) Clone() Decision {
 		l.BindTCP = slices.Clone(l.BindTCP)
 		c.Landlock = &l
 	}
+	if d.Seccomp != nil {
+		sc := *d.Seccomp
+		sc.Allow = slices.Clone(sc.Allow)
+		sc.Deny = slices.Clone(sc.Deny)
+		c.Seccomp = &sc
+	}
 	if d.Cgroup != nil {
 		g := *d.Cgroup
 		if g.MemorySwapMax != nil {

@@ -38,6 +38,8 @@ type Decision struct {
 	Rlimits map[string]uint64
 	// Landlock is the Landlock ruleset; nil = no Landlock rules asked for.
 	Landlock *Landlock
+	// Seccomp is the system call filter; nil = the default profile.
+	Seccomp *Seccomp
 	// Cgroup are the limits of the child's cgroup; nil = none asked for.
 	Cgroup *Cgroup
 	// Timeout is the run-time deadline of the child; 0 = unset.
@@ -99,6 +101,20 @@ type Landlock struct {
 	// BindTCP are the TCP ports the child may bind. nil = absent (not
 	// restricted); non-nil and empty = no TCP bind allowed.
 	BindTCP []int `json:"bind_tcp,omitempty"`
+	// UDP lets plain UDP sockets through when TCP is restricted (which
+	// otherwise refuses every IP socket but plain TCP).
+	UDP bool `json:"udp,omitempty"`
+}
+
+// Seccomp is the system call filter the policy asks for.
+type Seccomp struct {
+	// Profile is "default" (Docker's default profile) or "none"; "" =
+	// "default".
+	Profile string `json:"profile,omitempty"`
+	// Allow are system calls allowed whatever the profile says.
+	Allow []string `json:"allow,omitempty"`
+	// Deny are system calls refused (EPERM) whatever the profile says.
+	Deny []string `json:"deny,omitempty"`
 }
 
 // Cgroup are the cgroup v2 limits the policy asks for the child's own
@@ -180,7 +196,7 @@ type rootPath struct{}
 func (rootPath) String() string { return "decision" }
 
 // decisionKeys lists the keys of a decision document, for error messages.
-const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
+const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
@@ -210,6 +226,8 @@ func DecodeDecision(v ast.Value) (Decision, error) {
 			d.Rlimits, err = decodeRlimits(w, val)
 		case "landlock":
 			d.Landlock, err = decodeLandlock(w, val)
+		case "seccomp":
+			d.Seccomp, err = decodeSeccomp(w, val)
 		case "cgroup":
 			d.Cgroup, err = decodeCgroup(w, val)
 		case "timeout":
@@ -503,8 +521,14 @@ func decodeLandlock(w at, v ast.Value) (*Landlock, error) {
 			l.ConnectTCP, err = decodePorts(w, val)
 		case "bind_tcp":
 			l.BindTCP, err = decodePorts(w, val)
+		case "udp":
+			b, ok := val.(ast.Boolean)
+			if !ok {
+				return wantGot(w, "a boolean", val)
+			}
+			l.UDP = bool(b)
 		default:
-			return decodeErr(w, "unknown key (known: ro, rw, connect_tcp, bind_tcp)")
+			return decodeErr(w, "unknown key (known: ro, rw, connect_tcp, bind_tcp, udp)")
 		}
 		return err
 	})
@@ -512,6 +536,33 @@ func decodeLandlock(w at, v ast.Value) (*Landlock, error) {
 		return nil, err
 	}
 	return &l, nil
+}
+
+func decodeSeccomp(w at, v ast.Value) (*Seccomp, error) {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return nil, wantGot(w, "an object", v)
+	}
+	var s Seccomp
+	err := eachKey(w, obj, func(key string, w at, val ast.Value) (err error) {
+		switch key {
+		case "profile":
+			if s.Profile, err = decodeString(w, val); err == nil && s.Profile != "default" && s.Profile != "none" {
+				err = decodeErr(w, "%q is not a profile (known: default, none)", s.Profile)
+			}
+		case "allow":
+			s.Allow, err = decodeStrings(w, val, nil)
+		case "deny":
+			s.Deny, err = decodeStrings(w, val, nil)
+		default:
+			return decodeErr(w, "unknown key (known: profile, allow, deny)")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 func decodeCgroup(w at, v ast.Value) (*Cgroup, error) {
@@ -605,6 +656,7 @@ type decisionJSON struct {
 	RunAs          *runAsJSON         `json:"run_as,omitempty"`
 	Rlimits        map[string]any     `json:"rlimits,omitempty"`
 	Landlock       *landlockJSON      `json:"landlock,omitempty"`
+	Seccomp        *Seccomp           `json:"seccomp,omitempty"`
 	Cgroup         *Cgroup            `json:"cgroup,omitempty"`
 	Timeout        string             `json:"timeout,omitempty"`
 	KillTimeout    string             `json:"kill_timeout,omitempty"`
@@ -631,6 +683,7 @@ type landlockJSON struct {
 	RW         []string `json:"rw"`
 	ConnectTCP *[]int   `json:"connect_tcp,omitempty"`
 	BindTCP    *[]int   `json:"bind_tcp,omitempty"`
+	UDP        bool     `json:"udp,omitempty"`
 }
 
 func nilOrPtr[T any](s []T) *[]T {
@@ -653,7 +706,7 @@ func emptyIfNil(s []string) []string {
 // omitted.
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
-		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup,
+		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup, Seccomp: d.Seccomp,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
 		Revision: d.Revision, Cached: d.Cached,
 	}
@@ -662,7 +715,7 @@ func (d Decision) MarshalJSON() ([]byte, error) {
 	}
 	if l := d.Landlock; l != nil {
 		j.Landlock = &landlockJSON{RO: emptyIfNil(l.RO), RW: emptyIfNil(l.RW),
-			ConnectTCP: nilOrPtr(l.ConnectTCP), BindTCP: nilOrPtr(l.BindTCP)}
+			ConnectTCP: nilOrPtr(l.ConnectTCP), BindTCP: nilOrPtr(l.BindTCP), UDP: l.UDP}
 	}
 	if d.Env != nil {
 		j.Env = &d.Env

@@ -250,6 +250,11 @@ var badDecisions = []struct {
 	{"port zero", `{"allow": true, "landlock": {"connect_tcp": [0]}}`, "decision.landlock.connect_tcp[0]"},
 	{"port too big", `{"allow": true, "landlock": {"bind_tcp": [443, 65536]}}`, "decision.landlock.bind_tcp[1]"},
 	{"port string", `{"allow": true, "landlock": {"connect_tcp": ["443"]}}`, "decision.landlock.connect_tcp[0]"},
+	{"landlock udp string", `{"allow": true, "landlock": {"udp": "yes"}}`, "decision.landlock.udp"},
+	{"seccomp not object", `{"allow": true, "seccomp": "default"}`, "decision.seccomp"},
+	{"seccomp unknown profile", `{"allow": true, "seccomp": {"profile": "strict"}}`, "decision.seccomp.profile"},
+	{"seccomp unknown key", `{"allow": true, "seccomp": {"kill": ["ptrace"]}}`, "decision.seccomp.kill"},
+	{"seccomp deny not list", `{"allow": true, "seccomp": {"deny": "ptrace"}}`, "decision.seccomp.deny"},
 	{"cgroup not object", `{"allow": true, "cgroup": 64}`, "decision.cgroup"},
 	{"cgroup unknown key", `{"allow": true, "cgroup": {"memory_high": 1}}`, "decision.cgroup.memory_high"},
 	{"cgroup memory_max zero", `{"allow": true, "cgroup": {"memory_max": 0}}`, "decision.cgroup.memory_max"},
@@ -330,7 +335,8 @@ func TestDecodeDecisionFull(t *testing.T) {
 		"allow": true, "message": "m", "reasons": {"b", "a"},
 		"run_as": {"user": "nobody", "group": 65534, "groups": [4, "adm"]},
 		"rlimits": {"cpu": 10, "as": 5e2, "nofile": 64.0, "core": "unlimited"},
-		"landlock": {"ro": ["/usr/", "//lib"], "rw": [], "connect_tcp": [443]},
+		"landlock": {"ro": ["/usr/", "//lib"], "rw": [], "connect_tcp": [443], "udp": true},
+		"seccomp": {"profile": "default", "allow": ["io_uring_setup"], "deny": {"ptrace"}},
 		"cgroup": {"memory_max": 268435456, "memory_swap_max": 0, "pids_max": 64, "cpu_max": " 50000  100000"},
 		"timeout": "1m30s", "kill_timeout": "500ms",
 		"env": {"PATH": "/bin", "EMPTY": ""}, "cwd": "/srv/www/", "umask": "027",
@@ -346,7 +352,8 @@ func TestDecodeDecisionFull(t *testing.T) {
 		Allow: true, Message: "m", Reasons: []string{"a", "b"},
 		RunAs:    &RunAs{User: "nobody", Group: "65534", Groups: []string{"4", "adm"}},
 		Rlimits:  map[string]uint64{"cpu": 10, "as": 500, "nofile": 64, "core": sandbox.RlimitInfinity},
-		Landlock: &Landlock{RO: []string{"/usr", "/lib"}, RW: []string{}, ConnectTCP: []int{443}},
+		Landlock: &Landlock{RO: []string{"/usr", "/lib"}, RW: []string{}, ConnectTCP: []int{443}, UDP: true},
+		Seccomp:  &Seccomp{Profile: "default", Allow: []string{"io_uring_setup"}, Deny: []string{"ptrace"}},
 		Cgroup:   &Cgroup{MemoryMax: 256 << 20, MemorySwapMax: &swap, PidsMax: 64, CPUMax: "50000 100000"},
 		Timeout:  90 * time.Second, KillTimeout: 500 * time.Millisecond,
 		Env: map[string]string{"PATH": "/bin", "EMPTY": ""}, Cwd: "/srv/www", Umask: &umask,
@@ -364,8 +371,8 @@ func TestDecodeDecisionFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	const wantJSON = `{"allow":true,"message":"m","reasons":["a","b"],"run_as":{"user":"nobody","group":"65534","groups":["4","adm"]},` +
-		`"rlimits":{"as":500,"core":"unlimited","cpu":10,"nofile":64},"landlock":{"ro":["/usr","/lib"],"rw":[],"connect_tcp":[443]},` +
-		`"cgroup":{"memory_max":268435456,"memory_swap_max":0,"pids_max":64,"cpu_max":"50000 100000"},` +
+		`"rlimits":{"as":500,"core":"unlimited","cpu":10,"nofile":64},"landlock":{"ro":["/usr","/lib"],"rw":[],"connect_tcp":[443],"udp":true},` +
+		`"seccomp":{"profile":"default","allow":["io_uring_setup"],"deny":["ptrace"]},"cgroup":{"memory_max":268435456,"memory_swap_max":0,"pids_max":64,"cpu_max":"50000 100000"},` +
 		`"timeout":"1m30s","kill_timeout":"500ms","env":{"EMPTY":"","PATH":"/bin"},"cwd":"/srv/www","umask":"0027","max_output_bytes":1048576}`
 	if string(b) != wantJSON {
 		t.Errorf("JSON:\n got %s\nwant %s", b, wantJSON)

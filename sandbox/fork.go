@@ -176,23 +176,24 @@ func forkChild(p *forkPlan, flags uintptr) (pid uintptr, err1 syscall.Errno, loc
 		syscall.RawSyscall6(unix.SYS_KILL, r1, uintptr(unix.SIGKILL), 0, 0, 0, 0)
 	}
 
-	// no_new_privs, the MPTCP filter, Landlock.
+	// no_new_privs, Landlock, the seccomp filters (last, so that they
+	// need not allow the setup's own calls).
 	if p.nnp {
 		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); err1 != 0 {
 			p.failStep = stepNoNewPrivs
 			goto fail
 		}
 	}
-	if p.filter != nil {
-		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER,
-			uintptr(unsafe.Pointer(p.filter)), 0, 0, 0); err1 != 0 {
-			p.failStep = stepSeccomp
-			goto fail
-		}
-	}
 	if p.rulesetFD >= 0 {
 		if _, _, err1 = syscall.RawSyscall6(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(p.rulesetFD), 0, 0, 0, 0, 0); err1 != 0 {
 			p.failStep = stepLandlock
+			goto fail
+		}
+	}
+	for i = 0; i < len(p.filters); i++ {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0,
+			uintptr(unsafe.Pointer(&p.filters[i])), 0, 0, 0); err1 != 0 {
+			p.failStep = stepSeccomp
 			goto fail
 		}
 	}

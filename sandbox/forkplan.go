@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/sandbox/internal/seccomp"
 )
 
 // forkStep names the step of the child's setup that failed.
@@ -40,7 +42,7 @@ var stepNames = [...]string{
 	stepChdir:       "chdir",
 	stepPdeathsig:   "parent-death signal",
 	stepNoNewPrivs:  "no_new_privs",
-	stepSeccomp:     "seccomp MPTCP filter",
+	stepSeccomp:     "seccomp filter",
 	stepLandlock:    "landlock_restrict_self",
 	stepSignals:     "signal dispositions",
 	stepStdio:       "standard streams",
@@ -100,8 +102,11 @@ type forkPlan struct {
 	umask     int // -1: the server's
 	ppid      uintptr
 	nnp       bool
-	filter    *unix.SockFprog // nil: no seccomp filter
-	rulesetFD int             // -1: no Landlock
+	rulesetFD int // -1: no Landlock
+	// filters are the seccomp filters, installed last (after Landlock);
+	// filterProgs keeps their instructions alive.
+	filters     []unix.SockFprog
+	filterProgs []seccomp.Program
 
 	// Signal dispositions: the server's ignored signals are set back to
 	// the default (Go's own handlers are reset by the runtime), and the

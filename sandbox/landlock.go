@@ -36,9 +36,13 @@ type Landlock struct {
 	RW []string
 	// ConnectTCP and BindTCP list the TCP ports the child may connect to
 	// and bind to (Landlock ABI 4). Empty means none. The restriction
-	// also covers Multipath TCP: sockets of protocol IPPROTO_MPTCP, which
-	// Landlock does not see, are refused by a seccomp filter.
+	// comes with the network filter (see [Seccomp]), which closes the
+	// ways around Landlock's TCP rules: other IP protocols, TCP Fast Open
+	// and io_uring.
 	ConnectTCP, BindTCP []uint16
+	// UDP lets plain UDP sockets through the network filter when TCP is
+	// restricted; Landlock itself has no UDP rules.
+	UDP bool
 	// UnrestrictedTCP leaves TCP alone (ConnectTCP and BindTCP must then
 	// be empty); such a spec works without Landlock ABI 4.
 	UnrestrictedTCP bool
@@ -122,11 +126,12 @@ func handledFS(abi int) uint64 {
 }
 
 // landlockPlan is a prepared Landlock confinement: a ruleset fd to apply
-// on the spawning thread, and whether to add the MPTCP seccomp filter.
+// in the child, and whether TCP is restricted (which needs the network
+// filter).
 type landlockPlan struct {
-	rulesetFD int // -1: nothing to apply
-	mptcp     bool
-	report    LandlockReport
+	rulesetFD   int // -1: nothing to apply
+	restrictTCP bool
+	report      LandlockReport
 }
 
 func (p *landlockPlan) close() {
@@ -148,9 +153,6 @@ func landlockMissing(l *Landlock, abi int) []string {
 	}
 	if restrictTCP && abi < 4 {
 		missing = append(missing, "tcp (needs ABI 4)")
-	}
-	if restrictTCP && abi >= 4 && !mptcpFilterSupported {
-		missing = append(missing, "mptcp (no seccomp filter for this architecture)")
 	}
 	if l.Scope && abi < 6 {
 		missing = append(missing, "scope (needs ABI 6)")
@@ -181,7 +183,7 @@ func (s *Spawner) prepareLandlock(l *Landlock) (*landlockPlan, error) {
 	}
 
 	restrictTCP := !l.UnrestrictedTCP && abi >= 4
-	plan.mptcp = restrictTCP && mptcpFilterSupported && !s.noMPTCPFilter
+	plan.restrictTCP = restrictTCP
 	key, err := s.rulesetKey(l, abi, restrictTCP)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"golang.org/x/sys/unix"
+
 	"errors"
 	"fmt"
 	"net"
@@ -119,7 +121,7 @@ func TestLandlockTCP(t *testing.T) {
 
 	// The MPTCP case only means something where MPTCP sockets exist.
 	mptcp := true
-	if fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, ipprotoMPTCP); err != nil {
+	if fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, unix.IPPROTO_MPTCP); err != nil {
 		mptcp = false
 	} else {
 		syscall.Close(fd)
@@ -167,14 +169,14 @@ func TestLandlockMPTCPGapWithoutFilter(t *testing.T) {
 	// Not parallel: it switches the filter off.
 	needRoot(t)
 	needABI(t, 4)
-	if fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, ipprotoMPTCP); err != nil {
+	if fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, unix.IPPROTO_MPTCP); err != nil {
 		t.Skip("no MPTCP here")
 	} else {
 		syscall.Close(fd)
 	}
 	_, denied := listen(t)
 	sp := newTestSpawner(t, Options{Cgroups: CgroupOptions{Disabled: true}})
-	sp.noMPTCPFilter = true
+	sp.noNetworkFilter = true
 	prev := testSpawner
 	testSpawner = sp
 	defer func() { testSpawner = prev }()

@@ -190,6 +190,10 @@ type Spec struct {
 	// Landlock confines the child's file system and network access; nil
 	// means no Landlock.
 	Landlock *Landlock
+	// Seccomp is the child's system call filter; nil means none (the
+	// network filter of a Landlock spec that restricts TCP still
+	// applies). It forces NoNewPrivs on.
+	Seccomp *Seccomp
 	// Cgroup sets the limits of the child's own cgroup and requires one.
 	// nil still gives the child a cgroup (without limits) when the host
 	// allows, and runs it with its process group only when not. See
@@ -216,6 +220,8 @@ type Process struct {
 	// Landlock reports how the spec's Landlock rules were applied (zero
 	// when the spec had none).
 	Landlock LandlockReport
+	// Seccomp reports the system call filters the child got.
+	Seccomp SeccompReport
 	// Cgroup is the child's own cgroup (a zero Path when it has none).
 	Cgroup ProcessCgroup
 
@@ -313,6 +319,11 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 		return nil, err
 	}
 	defer plan.close()
+	restrictTCP := plan != nil && plan.restrictTCP
+	filters, scReport, err := s.prepareFilters(spec.Seccomp, restrictTCP, restrictTCP && spec.Landlock.UDP)
+	if err != nil {
+		return nil, err
+	}
 	cg, cgReport, err := s.cgroups.Acquire(spec.Cgroup)
 	if err != nil {
 		return nil, err
@@ -333,7 +344,7 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 		// clone3(CLONE_INTO_CGROUP): the child is born in its cgroup.
 		cgroupFD = cg.DirFD()
 	}
-	fp, err := s.newForkPlan(spec, plan, cgroupFD, child)
+	fp, err := s.newForkPlan(spec, plan, filters, cgroupFD, child)
 	if err != nil {
 		closeFDs(child[:])
 		closeAll(in, out, errp)
@@ -347,14 +358,15 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 		return nil, spawnError(spec.Path, err)
 	}
 	p := &Process{
-		Pid:    pid,
-		Stdin:  in,
-		Stdout: out,
-		Stderr: errp,
-		Cgroup: cgReport,
-		pidfd:  pidfd,
-		start:  start,
-		cg:     cg,
+		Pid:     pid,
+		Stdin:   in,
+		Stdout:  out,
+		Stderr:  errp,
+		Cgroup:  cgReport,
+		Seccomp: scReport,
+		pidfd:   pidfd,
+		start:   start,
+		cg:      cg,
 	}
 	if plan != nil {
 		p.Landlock = plan.report

@@ -1,101 +1,161 @@
 package sandbox
 
-import "golang.org/x/sys/unix"
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
 
-// The MPTCP filter: Landlock's TCP rules (ABI 4) only see sockets of
-// protocol IPPROTO_TCP, so a child could otherwise bypass ConnectTCP and
-// BindTCP with socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP). When TCP is
-// restricted, a seccomp filter makes such socket(2) calls fail with
-// EPROTONOSUPPORT, as on a kernel without MPTCP (programs fall back to
-// TCP). The child installs the filter on itself before its exec
-// (fork.go); nothing of the server has it.
+	"golang.org/x/sys/unix"
 
-const ipprotoMPTCP = 262
-
-// seccomp_data offsets.
-const (
-	offNr   = 0
-	offArch = 4
-	offArg0 = 16 // low 32 bits on little-endian
-	offArg2 = 32
+	"github.com/sockwarden/sockwarden/sandbox/internal/seccomp"
 )
 
-func bpfStmt(code uint16, k uint32) unix.SockFilter {
-	return unix.SockFilter{Code: code, K: k}
+// Seccomp profile names.
+const (
+	// SeccompDefault is Docker's default seccomp profile, as for a
+	// container without capabilities: it refuses namespace creation and
+	// entry, the mount family, bpf, perf_event_open, userfaultfd, the
+	// keyring calls, kexec and module loading, the io_uring calls and
+	// personality changes that turn off ASLR, among others.
+	SeccompDefault = seccomp.Default
+	// SeccompNone applies no profile (only [Seccomp].Deny).
+	SeccompNone = seccomp.None
+)
+
+// Seccomp is the system call filter of a child. A refused call fails with
+// EPERM; nothing is killed. The filter needs no_new_privs, which Start
+// then sets.
+//
+// Apart from it, a child whose Landlock rules restrict TCP always gets the
+// network filter: it refuses IP sockets that are not plain TCP (UDP unless
+// [Landlock].UDP), packet sockets, TCP Fast Open's MSG_FASTOPEN, the
+// io_uring calls and the 32-bit socketcall(2), the ways around Landlock's
+// TCP rules. An MPTCP socket fails with EPROTONOSUPPORT, as on a kernel
+// without MPTCP, so that programs fall back to TCP.
+type Seccomp struct {
+	// Profile is SeccompDefault or SeccompNone.
+	Profile string
+	// Allow are system calls allowed whatever the profile says.
+	Allow []string
+	// Deny are system calls refused whatever the profile says.
+	Deny []string
 }
 
-func bpfJump(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
-	return unix.SockFilter{Code: code, Jt: jt, Jf: jf, K: k}
+// SeccompReport says which filters a child got.
+type SeccompReport struct {
+	// Profile is the profile applied ("" without a Seccomp spec).
+	Profile string
+	// Allow and Deny repeat the spec's.
+	Allow, Deny []string
+	// Network is true when the network filter was applied; UDP when it
+	// let UDP through.
+	Network, UDP bool
 }
 
-// mptcpFilter builds the filter for a native architecture, its socket(2)
-// numbers, and an optional compat architecture with its socket(2) and
-// socketcall(2) numbers (socketcall's SYS_SOCKET is refused outright,
-// its protocol argument being out of the filter's reach).
-func mptcpFilter(nativeArch uint32, nativeSocket []uint32, compatArch uint32, compatSocket, compatSocketcall uint32) []unix.SockFilter {
-	const (
-		ld    = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
-		jeq   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
-		ret   = unix.BPF_RET | unix.BPF_K
-		allow = unix.SECCOMP_RET_ALLOW
-		deny  = unix.SECCOMP_RET_ERRNO | uint32(unix.EPROTONOSUPPORT)
-	)
-	// Layout (jump offsets are relative to the next instruction):
-	//  0 ld arch
-	//  1 jeq native ? 2 : 2+len(native)+3
-	//  2 ld nr
-	//  . jeq socket_i ? checkProto : next      (one per native number)
-	//  . ret allow
-	//  . checkProto: ld arg2
-	//  . jeq MPTCP ? deny : allow
-	//  . ret allow
-	//  . ret deny
-	//  compat: jeq compatArch ? next : allow-end
-	//  ...
-	var f []unix.SockFilter
-	n := len(nativeSocket)
-	f = append(f, bpfStmt(ld, offArch))
-	// Native block is: ld nr, n jeq, ret allow, ld arg2, jeq, ret allow, ret deny = n+6.
-	f = append(f, bpfJump(jeq, nativeArch, 0, uint8(n+6)))
-	f = append(f, bpfStmt(ld, offNr))
-	for i, nr := range nativeSocket {
-		// Jump to "ld arg2", which is after the remaining jeqs and "ret allow".
-		f = append(f, bpfJump(jeq, nr, uint8(n-i), 0))
+// filterCache holds the compiled filters of a Spawner by rule set:
+// compiling Docker's profile takes tens of milliseconds.
+type filterCache struct {
+	mu    sync.Mutex
+	progs map[string]*filterEntry
+}
+
+type filterEntry struct {
+	once sync.Once
+	prog seccomp.Program
+	err  error
+}
+
+func (c *filterCache) get(key string, build func() (seccomp.Program, error)) (seccomp.Program, error) {
+	c.mu.Lock()
+	if c.progs == nil {
+		c.progs = map[string]*filterEntry{}
 	}
-	f = append(f, bpfStmt(ret, allow))
-	f = append(f, bpfStmt(ld, offArg2))
-	f = append(f, bpfJump(jeq, ipprotoMPTCP, 1, 0))
-	f = append(f, bpfStmt(ret, allow))
-	f = append(f, bpfStmt(ret, deny))
-	if compatArch == 0 {
-		return append(f, bpfStmt(ret, allow))
+	e := c.progs[key]
+	if e == nil {
+		e = &filterEntry{}
+		c.progs[key] = e
 	}
-	// Compat block:
-	//  c0 jeq compatArch ? c1 : end(allow)
-	//  c1 ld nr
-	//  c2 jeq compatSocket ? c6 : c3
-	//  c3 jeq compatSocketcall ? c8 : c4
-	//  c4 ret allow
-	//  c5 (unused slot kept simple) ret allow
-	//  c6 ld arg2
-	//  c7 jeq MPTCP ? deny : allow
-	//  c8 ld arg0 (socketcall's call number)
-	//  c9 jeq 1 (SYS_SOCKET) ? deny : allow
-	//  c10 ret allow
-	//  c11 ret deny
-	f = append(f,
-		bpfJump(jeq, compatArch, 0, 9),       // c0 -> c10
-		bpfStmt(ld, offNr),                   // c1
-		bpfJump(jeq, compatSocket, 3, 0),     // c2 -> c6
-		bpfJump(jeq, compatSocketcall, 4, 0), // c3 -> c8
-		bpfStmt(ret, allow),                  // c4
-		bpfStmt(ret, allow),                  // c5
-		bpfStmt(ld, offArg2),                 // c6
-		bpfJump(jeq, ipprotoMPTCP, 3, 2),     // c7 -> c11 : c10
-		bpfStmt(ld, offArg0),                 // c8
-		bpfJump(jeq, 1, 1, 0),                // c9 -> c11 : c10
-		bpfStmt(ret, allow),                  // c10
-		bpfStmt(ret, deny),                   // c11
-	)
-	return f
+	c.mu.Unlock()
+	e.once.Do(func() { e.prog, e.err = build() })
+	return e.prog, e.err
+}
+
+// CheckSeccomp reports what is wrong with s for a child whose TCP is
+// restricted or not: an unknown profile or system call, or an allowed call
+// that would bypass the TCP rules.
+func CheckSeccomp(s *Seccomp, restrictTCP bool) error {
+	if s == nil {
+		return nil
+	}
+	if s.Profile != SeccompDefault && s.Profile != SeccompNone {
+		return fmt.Errorf("seccomp profile %q is not %q or %q", s.Profile, SeccompDefault, SeccompNone)
+	}
+	if s.Profile == SeccompNone && len(s.Allow) > 0 {
+		return errors.New(`seccomp allow needs a profile: "none" refuses nothing`)
+	}
+	if err := seccomp.Check(slices.Concat(s.Allow, s.Deny)); err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	if b := seccomp.Bypasses(s.Allow); restrictTCP && len(b) > 0 {
+		return fmt.Errorf("seccomp allows %s, which would bypass the TCP rules", strings.Join(b, ", "))
+	}
+	return nil
+}
+
+// prepareFilters compiles (or takes from the cache) the filters of a child
+// with spec s, whose TCP Landlock restricts or not.
+func (sp *Spawner) prepareFilters(s *Seccomp, restrictTCP, udp bool) ([]seccomp.Program, SeccompReport, error) {
+	var progs []seccomp.Program
+	var rep SeccompReport
+	if err := CheckSeccomp(s, restrictTCP); err != nil {
+		return nil, rep, fmt.Errorf("sandbox: %w", err)
+	}
+	if s != nil {
+		rep.Profile, rep.Allow, rep.Deny = s.Profile, s.Allow, s.Deny
+		key := s.Profile + "\x00" + strings.Join(s.Allow, ",") + "\x00" + strings.Join(s.Deny, ",")
+		prog, err := sp.filters.get(key, func() (seccomp.Program, error) {
+			return seccomp.CompileProfile(s.Profile, s.Allow, s.Deny)
+		})
+		if err != nil {
+			return nil, rep, fmt.Errorf("sandbox: %w", err)
+		}
+		if len(prog) > 0 {
+			progs = append(progs, prog)
+		}
+	}
+	if restrictTCP && !sp.noNetworkFilter {
+		key := "network"
+		if udp {
+			key += "+udp"
+		}
+		prog, err := sp.filters.get(key, func() (seccomp.Program, error) { return seccomp.CompileNetwork(udp) })
+		if err != nil {
+			return nil, rep, fmt.Errorf("sandbox: %w", err)
+		}
+		progs = append(progs, prog)
+		rep.Network, rep.UDP = true, udp
+	}
+	return progs, rep, nil
+}
+
+// CompileFilters compiles the filters most children get (the default
+// profile and the network filters) ahead of the first request, and
+// reports a host where they cannot be built.
+func (sp *Spawner) CompileFilters() error {
+	if _, _, err := sp.prepareFilters(&Seccomp{Profile: SeccompDefault}, true, false); err != nil {
+		return err
+	}
+	_, _, err := sp.prepareFilters(nil, true, true)
+	return err
+}
+
+// fprogs returns progs as seccomp(2) takes them.
+func fprogs(progs []seccomp.Program) []unix.SockFprog {
+	out := make([]unix.SockFprog, len(progs))
+	for i, p := range progs {
+		out[i] = p.Fprog()
+	}
+	return out
 }

@@ -11,14 +11,17 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/sandbox/internal/seccomp"
 )
 
 // newForkPlan prepares the child's setup for spec (already validated) in
 // the form forkChild reads: C strings, nil-terminated vectors, raw
-// limits. plan is the Landlock plan (nil without Landlock), cgroupFD the
+// limits. plan is the Landlock plan (nil without Landlock), filters the
+// seccomp filters to install, cgroupFD the
 // child's cgroup (-1 for none), stdio the parent's descriptors that
 // become the child's 0, 1 and 2.
-func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdio [3]int) (*forkPlan, error) {
+func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, filters []seccomp.Program, cgroupFD int, stdio [3]int) (*forkPlan, error) {
 	argv0, err := syscall.BytePtrFromString(spec.Path)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: path: %w", err)
@@ -52,7 +55,9 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdi
 		cgroupFD:     cgroupFD,
 		umask:        -1,
 		ppid:         uintptr(os.Getpid()),
-		nnp:          spec.NoNewPrivs || spec.Landlock != nil,
+		nnp:          spec.NoNewPrivs || spec.Landlock != nil || len(filters) > 0,
+		filters:      fprogs(filters),
+		filterProgs:  filters,
 		rulesetFD:    -1,
 		resetSignals: ignoredSignals(s.inheritedIgnored),
 		closeRange:   s.closeRange,
@@ -69,9 +74,6 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdi
 	}
 	if plan != nil {
 		p.rulesetFD = plan.rulesetFD
-		if plan.mptcp {
-			p.filter = &mptcpFilterFprog
-		}
 	}
 	haveNofile := false
 	for _, r := range spec.Rlimits {
@@ -95,14 +97,6 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, cgroupFD int, stdi
 	}
 	return p, nil
 }
-
-// mptcpFilterFprog is the MPTCP filter (seccomp.go) as prctl takes it.
-var mptcpFilterFprog = func() unix.SockFprog {
-	if len(mptcpFilterProg) == 0 {
-		return unix.SockFprog{}
-	}
-	return unix.SockFprog{Len: uint16(len(mptcpFilterProg)), Filter: &mptcpFilterProg[0]}
-}()
 
 func spawnError(path string, err error) error {
 	var fe *forkError

@@ -48,7 +48,9 @@ type Spawner struct {
 	startNofile      *unix.Rlimit // the soft RLIMIT_NOFILE the process started with, when Go raised it
 	inheritedIgnored uint64       // SigIgn of /proc/self/status
 
-	noMPTCPFilter bool // tests: show the gap the MPTCP filter closes
+	filters filterCache // compiled seccomp filters
+
+	noNetworkFilter bool // tests: show the gaps the network filter closes
 }
 
 // landlockABI is the Landlock ABI a Spawner made with o uses.

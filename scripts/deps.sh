@@ -5,9 +5,11 @@
 # otherwise.
 set -euo pipefail
 
+# gcc, pkg-config, libseccomp-dev: the build (the seccomp filters are compiled
+# with libseccomp through cgo).
 # nginx + lua: the end-to-end test of examples/nginx (nginx workers talking
 # to sockwarden through the Lua client) and the same client under lua5.1.
-packages=(make gcc coreutils nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua5.1 lua-socket)
+packages=(make gcc pkg-config libseccomp-dev coreutils nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua5.1 lua-socket)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -124,6 +124,12 @@ func (cn *conn) recordStart(pl *plan.Plan, proc *sandbox.Process) error {
 			Downgraded:    len(proc.Landlock.Downgraded) > 0,
 		}
 	}
+	if sc := proc.Seccomp; sc.Profile != "" || sc.Network {
+		st.Seccomp = &audit.Seccomp{Profile: sc.Profile, Allow: sc.Allow, Deny: sc.Deny, Network: sc.Network, UDP: sc.UDP}
+		if st.Seccomp.Profile == "" {
+			st.Seccomp.Profile = sandbox.SeccompNone
+		}
+	}
 	return cn.audited(audit.ActionStart, a.Start(st))
 }
 

@@ -386,6 +386,15 @@ func TestAuditLandlockSaysWhatItMeans(t *testing.T) {
 			if dropped, _ := st.Get("sockwarden.landlock.dropped").([]any); len(dropped) != 1 || dropped[0] != "/no/such/dir/sw" {
 				t.Errorf("dropped %v, want [/no/such/dir/sw]", st.Get("sockwarden.landlock.dropped"))
 			}
+			// The system call filters the child really got: the
+			// default profile, and the network filter exactly when
+			// TCP is restricted.
+			if got := st.Get("sockwarden.seccomp.profile"); got != "default" {
+				t.Errorf("seccomp.profile %v, want default", got)
+			}
+			if got := st.Get("sockwarden.seccomp.network"); got != tt.restricted {
+				t.Errorf("seccomp.network %v, want %v", got, tt.restricted)
+			}
 		})
 	}
 }

@@ -262,6 +262,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// At shutdown, after every child was waited for: the empty request
 	// cgroups kept for reuse.
 	defer spawner.Close()
+	if err := spawner.CompileFilters(); err != nil {
+		log.Error("cannot start: seccomp", "err", err)
+		return 1
+	}
 	caps := spawner.Capabilities()
 	cg := caps.Cgroups
 	if !cg.Available && cfg.Sandbox.Cgroups == config.CgroupsRequired {

@@ -82,7 +82,9 @@ func main() {
 		sig, _ := strconv.Atoi(arg(3))
 		report(syscall.Kill(pid, syscall.Signal(sig)))
 	default:
-		fail("unknown command " + os.Args[1])
+		if !escape(os.Args[1], arg) {
+			fail("unknown command " + os.Args[1])
+		}
 	}
 }
 

@@ -1,0 +1,134 @@
+package main
+
+// Probes that try to get around the sandbox, as code running inside an
+// allowed program would.
+
+import (
+	"fmt"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+var loopback = [4]byte{127, 0, 0, 1}
+
+// escape runs the probe cmd and reports whether cmd is one.
+func escape(cmd string, arg func(int) string) bool {
+	port := func() int { n, _ := strconv.Atoi(arg(2)); return n }
+	switch cmd {
+	case "tfo": // tfo PORT: TCP Fast Open sendto, then read the reply
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			report(fmt.Errorf("socket: %w", err))
+			return true
+		}
+		if err := unix.Sendto(fd, []byte("ping\n"), unix.MSG_FASTOPEN, &unix.SockaddrInet4{Port: port(), Addr: loopback}); err != nil {
+			report(fmt.Errorf("sendto: %w", err))
+			return true
+		}
+		buf := make([]byte, 64)
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			report(fmt.Errorf("read: %w", err))
+			return true
+		}
+		fmt.Printf("ok %s", buf[:n])
+	case "uring-connect", "uring-bind": // uring-connect PORT: an MPTCP socket made by io_uring
+		fd, err := uringSocket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP)
+		if err != nil {
+			report(err)
+			return true
+		}
+		sa := &unix.SockaddrInet4{Port: port(), Addr: loopback}
+		if cmd == "uring-connect" {
+			report(unix.Connect(fd, sa))
+			return true
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			report(fmt.Errorf("bind: %w", err))
+			return true
+		}
+		report(unix.Listen(fd, 1))
+	case "udp": // udp PORT: send a datagram to 127.0.0.1:PORT
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			report(fmt.Errorf("socket: %w", err))
+			return true
+		}
+		report(unix.Sendto(fd, []byte("hello"), 0, &unix.SockaddrInet4{Port: port(), Addr: loopback}))
+	case "clone-newuser": // a child in a user namespace of its own
+		cmd := exec.Command("/bin/true")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWUSER}
+		report(cmd.Run())
+	default:
+		return false
+	}
+	return true
+}
+
+// io_uring's ABI, as much as one IORING_OP_SOCKET needs.
+type uringParams struct {
+	sqEntries, cqEntries, flags, sqThreadCPU, sqThreadIdle, features, wqFD uint32
+	resv                                                                   [3]uint32
+	sqOff                                                                  struct {
+		head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
+		userAddr                                                        uint64
+	}
+	cqOff struct {
+		head, tail, ringMask, ringEntries, overflow, cqes, flags, resv1 uint32
+		userAddr                                                        uint64
+	}
+}
+
+const (
+	ioringOpSocket  = 45
+	ioringOffSQRing = 0
+	ioringOffCQRing = 0x8000000
+	ioringOffSQEs   = 0x10000000
+	ioringGetEvents = 1
+)
+
+// uringSocket makes a socket with an io_uring IORING_OP_SOCKET request.
+func uringSocket(domain, typ, proto int) (int, error) {
+	var p uringParams
+	r, _, e := syscall.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&p)), 0)
+	if e != 0 {
+		return -1, fmt.Errorf("io_uring_setup: %w", e)
+	}
+	ring := int(r)
+	sq, err := unix.Mmap(ring, ioringOffSQRing, int(p.sqOff.array+p.sqEntries*4), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return -1, fmt.Errorf("mmap sq: %w", err)
+	}
+	cq, err := unix.Mmap(ring, ioringOffCQRing, int(p.cqOff.cqes+p.cqEntries*16), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return -1, fmt.Errorf("mmap cq: %w", err)
+	}
+	sqes, err := unix.Mmap(ring, ioringOffSQEs, int(p.sqEntries*64), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return -1, fmt.Errorf("mmap sqes: %w", err)
+	}
+	u32 := func(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+	sqe := sqes[:64]
+	clear(sqe)
+	sqe[0] = ioringOpSocket
+	*(*int32)(unsafe.Pointer(&sqe[4])) = int32(domain) // fd: the domain
+	*(*uint64)(unsafe.Pointer(&sqe[8])) = uint64(typ)  // off: the type
+	*u32(sqe, 24) = uint32(proto)                      // len: the protocol
+	tail := *u32(sq, p.sqOff.tail)
+	*u32(sq, p.sqOff.array+(tail&*u32(sq, p.sqOff.ringMask))*4) = 0
+	*u32(sq, p.sqOff.tail) = tail + 1
+	if _, _, e := syscall.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(ring), 1, 1, ioringGetEvents, 0, 0); e != 0 {
+		return -1, fmt.Errorf("io_uring_enter: %w", e)
+	}
+	head := *u32(cq, p.cqOff.head)
+	cqe := p.cqOff.cqes + (head&*u32(cq, p.cqOff.ringMask))*16
+	res := *(*int32)(unsafe.Pointer(&cq[cqe+8]))
+	if res < 0 {
+		return -1, fmt.Errorf("IORING_OP_SOCKET: %w", syscall.Errno(-res))
+	}
+	return int(res), nil
+}
