@@ -40,8 +40,9 @@
 //     sockwarden.peer.{pid,exe}. A deny has event.outcome "failure".
 //   - exec.start: process.{pid,pgid,executable,working_directory}, user.*
 //     and group.* (the identity the child runs as),
-//     sockwarden.run_as.groups, sockwarden.rlimits (name -> limit, -1 for
+//     sockwarden.run_as.groups (and .dynamic, true for a dynamic uid), sockwarden.rlimits (name -> limit, -1 for
 //     unlimited), sockwarden.seccomp.{profile,allow,deny,network,udp},
+//     sockwarden.namespaces.{ipc,network},
 //     sockwarden.landlock.{abi,ro,rw,dropped,tcp_restricted,
 //     connect_tcp,bind_tcp,best_effort,downgraded}; error.message and outcome "failure" when
 //     the child could not be started.

@@ -130,21 +130,26 @@ func appendStart(b []byte, s *Start) []byte {
 		b = append(b, `"working_directory":`...)
 		b = appendString(b, s.Dir)
 	}
-	b = append(b, `},"user":{"id":"`...)
-	b = strconv.AppendUint(b, uint64(s.RunAs.UID), 10)
-	b = append(b, '"')
-	if s.RunAs.User != "" {
-		b = append(b, `,"name":`...)
-		b = appendString(b, s.RunAs.User)
-	}
-	b = append(b, `},"group":{"id":"`...)
-	b = strconv.AppendUint(b, uint64(s.RunAs.GID), 10)
-	b = append(b, '"')
-	if s.RunAs.Group != "" {
-		b = append(b, `,"name":`...)
-		b = appendString(b, s.RunAs.Group)
-	}
 	b = append(b, '}')
+	// A dynamic uid that was never given out (the start failed) has no
+	// user and group to name.
+	if !s.RunAs.Dynamic || s.Error == "" {
+		b = append(b, `,"user":{"id":"`...)
+		b = strconv.AppendUint(b, uint64(s.RunAs.UID), 10)
+		b = append(b, '"')
+		if s.RunAs.User != "" {
+			b = append(b, `,"name":`...)
+			b = appendString(b, s.RunAs.User)
+		}
+		b = append(b, `},"group":{"id":"`...)
+		b = strconv.AppendUint(b, uint64(s.RunAs.GID), 10)
+		b = append(b, '"')
+		if s.RunAs.Group != "" {
+			b = append(b, `,"name":`...)
+			b = appendString(b, s.RunAs.Group)
+		}
+		b = append(b, '}')
+	}
 	b = appendError(b, s.Error)
 	b = append(b, `,"sockwarden":{"run_as":{"groups":[`...)
 	for i, g := range s.RunAs.Groups {
@@ -160,7 +165,11 @@ func appendStart(b []byte, s *Start) []byte {
 		}
 		b = append(b, '}')
 	}
-	b = append(b, `]},"rlimits":{`...)
+	b = append(b, ']')
+	if s.RunAs.Dynamic {
+		b = append(b, `,"dynamic":true`...)
+	}
+	b = append(b, `},"rlimits":{`...)
 	if len(s.Rlimits) > 0 {
 		keys := make([]string, 0, len(s.Rlimits))
 		for k := range s.Rlimits {
@@ -198,6 +207,13 @@ func appendStart(b []byte, s *Start) []byte {
 		b = strconv.AppendBool(b, ll.BestEffort)
 		b = append(b, `,"downgraded":`...)
 		b = strconv.AppendBool(b, ll.Downgraded)
+		b = append(b, `},`...)
+	}
+	if ns := s.Namespaces; ns != nil {
+		b = append(b, `"namespaces":{"ipc":`...)
+		b = appendString(b, ns.IPC)
+		b = append(b, `,"network":`...)
+		b = appendString(b, ns.Network)
 		b = append(b, `},`...)
 	}
 	if sc := s.Seccomp; sc != nil {

@@ -81,6 +81,9 @@ type RunAs struct {
 	Group string // group name; may be empty
 	// Groups are the supplementary groups.
 	Groups []Group
+	// Dynamic is true when the uid is the request's own, from the
+	// server's dynamic uid range.
+	Dynamic bool
 }
 
 // Landlock summarises the Landlock ruleset applied to a child.
@@ -119,6 +122,14 @@ type Seccomp struct {
 	Network, UDP bool
 }
 
+// Namespaces are the namespaces of a child, in the decision's words.
+type Namespaces struct {
+	// IPC is "private" (its own IPC namespace) or "host".
+	IPC string
+	// Network is "none" (the empty network namespace) or "host".
+	Network string
+}
+
 // Start records a child that was started, or could not be (exec.start).
 type Start struct {
 	// RequestID correlates the records of one request.
@@ -140,6 +151,8 @@ type Start struct {
 	Landlock *Landlock
 	// Seccomp is nil when no system call filter was applied.
 	Seccomp *Seccomp
+	// Namespaces is nil when the child could not be started.
+	Namespaces *Namespaces
 	// Error is set when the child could not be started; the record then
 	// has event.outcome "failure".
 	Error string

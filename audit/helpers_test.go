@@ -121,7 +121,8 @@ var (
 		Rlimits: map[string]uint64{"cpu": 10, "as": 536870912, "nofile": 64, "core": 0, "fsize": sandbox.RlimitInfinity},
 		Landlock: &audit.Landlock{ABI: 6, RO: []string{"/usr", "/lib", "/etc"}, RW: []string{"/tmp/job"}, Dropped: []string{"/lib64"},
 			TCPRestricted: true, ConnectTCP: []uint16{443}, BindTCP: []uint16{}, BestEffort: false, Downgraded: false},
-		Seccomp: &audit.Seccomp{Profile: "default", Deny: []string{"ptrace"}, Network: true}}
+		Seccomp:    &audit.Seccomp{Profile: "default", Deny: []string{"ptrace"}, Network: true},
+		Namespaces: &audit.Namespaces{IPC: "private", Network: "none"}}
 	sampleSpawnFail = audit.Start{RequestID: "req-3", Exe: "/usr/bin/nope", RunAs: audit.RunAs{UID: 65534, GID: 65534},
 		Error: "exec: no such file or directory"}
 	sampleExit = audit.Exit{RequestID: "req-1", PID: 5001, ExitCode: 0, Duration: 2500 * time.Microsecond,

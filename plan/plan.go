@@ -145,6 +145,11 @@ func (h Host) String() string {
 	} else {
 		b.WriteString("; no Landlock")
 	}
+	if h.Caps.Namespaces {
+		b.WriteString("; an IPC namespace per request (and network \"none\" on request)")
+	} else {
+		b.WriteString("; no namespaces (no CAP_SYS_ADMIN: the host's IPC, and network \"none\" is refused)")
+	}
 	b.WriteString("; seccomp: Docker's default profile unless the decision says otherwise")
 	return b.String()
 }
@@ -364,7 +369,13 @@ func (pl *Planner) sandbox(d *policy.Decision, def *Defaults, p *Plan) error {
 	// Identity.
 	userName, groupName := def.User, def.Group
 	var groups []string
-	if d.RunAs != nil {
+	if d.RunAs != nil && d.RunAs.Dynamic {
+		if pl.host.Caps.DynamicUIDs.First == 0 {
+			return errors.New("run_as dynamic: this server has no dynamic uids (sandbox.dynamic_uids is empty, or it cannot switch users)")
+		}
+		spec.DynamicUser = true
+		userName, groupName = "", ""
+	} else if d.RunAs != nil {
 		userName, groupName, groups = d.RunAs.User, d.RunAs.Group, d.RunAs.Groups
 	}
 	if userName != "" || groupName != "" {
@@ -384,7 +395,7 @@ func (pl *Planner) sandbox(d *policy.Decision, def *Defaults, p *Plan) error {
 			spec.Credential = nil
 		}
 	}
-	runsAsRoot := (spec.Credential == nil && pl.host.UID == 0) || (spec.Credential != nil && spec.Credential.UID == 0)
+	runsAsRoot := (spec.Credential == nil && !spec.DynamicUser && pl.host.UID == 0) || (spec.Credential != nil && spec.Credential.UID == 0)
 	if runsAsRoot && !def.AllowRoot {
 		return errors.New("the policy would run the program as root, which this server does not allow")
 	}
@@ -435,6 +446,18 @@ func (pl *Planner) sandbox(d *policy.Decision, def *Defaults, p *Plan) error {
 		spec.Landlock = ll
 		spec.NoNewPrivs = true
 	}
+
+	// Namespaces: the empty network namespace when asked; an IPC
+	// namespace of the request's own unless the decision says "host"
+	// (or, by default, where the server cannot make one).
+	switch {
+	case d.Network == "none" && !pl.host.Caps.Namespaces:
+		return errors.New(`network "none" needs CAP_SYS_ADMIN, which this server lacks`)
+	case d.IPC == "private" && !pl.host.Caps.Namespaces:
+		return errors.New(`ipc "private" needs CAP_SYS_ADMIN, which this server lacks`)
+	}
+	spec.NoNetwork = d.Network == "none"
+	spec.PrivateIPC = d.IPC == "private" || (d.IPC == "" && pl.host.Caps.Namespaces)
 
 	// System call filter: Docker's default profile unless the decision
 	// says otherwise.

@@ -18,6 +18,8 @@ func host(abi int, controllers ...string) Host {
 		UID: 0, GID: 0,
 		Caps: sandbox.Capabilities{
 			SetID:       true,
+			Namespaces:  true,
+			DynamicUIDs: sandbox.DefaultUIDRange,
 			LandlockABI: abi,
 			Cgroups:     sandbox.CgroupReport{Available: true, Parent: "/sys/fs/cgroup/test", Controllers: controllers},
 		},
@@ -101,8 +103,23 @@ func TestPlan(t *testing.T) {
 		}},
 		{name: "the default seccomp profile without the key", host: host(7), d: allow(nil), req: uname, want: "run",
 			checkAllow: func(t *testing.T, p *Plan) {
+				if !p.Spec.PrivateIPC || p.Spec.NoNetwork {
+					t.Errorf("want a private IPC namespace and the host's network by default: %+v", p.Spec)
+				}
 				if sc := p.Spec.Seccomp; sc == nil || sc.Profile != sandbox.SeccompDefault || !p.Spec.NoNewPrivs {
 					t.Errorf("seccomp %+v nnp %v, want the default profile with no_new_privs", sc, p.Spec.NoNewPrivs)
+				}
+			}},
+		{name: "run_as dynamic", host: host(7), def: Defaults{User: "nobody"}, d: allow(func(d *policy.Decision) { d.RunAs = &policy.RunAs{Dynamic: true} }), req: uname, want: "run",
+			checkAllow: func(t *testing.T, p *Plan) {
+				if !p.Spec.DynamicUser || p.Spec.Credential != nil {
+					t.Errorf("spec %+v, want a dynamic user and no credential", p.Spec)
+				}
+			}},
+		{name: "network none, ipc host", host: host(7), d: allow(func(d *policy.Decision) { d.Network, d.IPC = "none", "host" }), req: uname, want: "run",
+			checkAllow: func(t *testing.T, p *Plan) {
+				if p.Spec.PrivateIPC || !p.Spec.NoNetwork {
+					t.Errorf("spec %+v", p.Spec)
 				}
 			}},
 		{name: "seccomp profile none", host: host(7), d: allow(func(d *policy.Decision) { d.Seccomp = &policy.Seccomp{Profile: "none"} }), req: uname, want: "run",
@@ -137,7 +154,7 @@ func TestPlan(t *testing.T) {
 	}
 	// A server running as uid 33 without the privilege to switch users.
 	www := host(7)
-	www.UID, www.GID, www.Groups, www.Caps.SetID = 33, 33, []uint32{33}, false
+	www.UID, www.GID, www.Groups, www.Caps.SetID, www.Caps.Namespaces, www.Caps.DynamicUIDs = 33, 33, []uint32{33}, false, false, sandbox.UIDRange{}
 	tests = append(tests, []planCase{
 		{name: "no privilege to switch users", host: www, d: allow(nil), req: uname,
 			want: "deny", status: 126, errPart: "without the privilege to switch users"},
@@ -151,7 +168,18 @@ func TestPlan(t *testing.T) {
 		{name: "no privilege to drop supplementary groups", host: www,
 			d: allow(func(d *policy.Decision) { d.RunAs = &policy.RunAs{User: "33", Group: "33", Groups: []string{}} }), req: uname,
 			want: "deny", status: 126, errPart: "without the privilege to switch users"},
-		{name: "the default needs no privilege", host: www, d: &policy.Decision{Allow: true}, req: uname, want: "run"},
+		{name: "the default needs no privilege", host: www, d: &policy.Decision{Allow: true}, req: uname, want: "run",
+			checkAllow: func(t *testing.T, p *Plan) {
+				if p.Spec.PrivateIPC || p.Spec.NoNetwork {
+					t.Errorf("namespaces asked of a server that cannot make them: %+v", p.Spec)
+				}
+			}},
+		{name: "run_as dynamic needs dynamic uids", host: www, d: &policy.Decision{Allow: true, RunAs: &policy.RunAs{Dynamic: true}}, req: uname,
+			want: "deny", status: 126, errPart: "run_as dynamic: this server has no dynamic uids"},
+		{name: "network none needs the privilege", host: www, d: &policy.Decision{Allow: true, Network: "none"}, req: uname,
+			want: "deny", status: 126, errPart: `network "none" needs CAP_SYS_ADMIN`},
+		{name: "ipc private needs the privilege", host: www, d: &policy.Decision{Allow: true, IPC: "private"}, req: uname,
+			want: "deny", status: 126, errPart: `ipc "private" needs CAP_SYS_ADMIN`},
 	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

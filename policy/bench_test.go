@@ -85,7 +85,7 @@ func BenchmarkEvaluateExampleMiss(b *testing.B) {
 // BenchmarkEvaluateDefault: the embedded default policy, an allowed request,
 // evaluated every time (decision cache off).
 func BenchmarkEvaluateDefault(b *testing.B) {
-	e, err := Default()
+	e, err := Default(false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func TestCacheable(t *testing.T) {
 		}
 	})
 	t.Run("default policy", func(t *testing.T) {
-		e, err := Default()
+		e, err := Default(false)
 		if err != nil {
 			t.Fatal(err)
 		}

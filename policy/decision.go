@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/big"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,12 @@ type Decision struct {
 	Landlock *Landlock
 	// Seccomp is the system call filter; nil = the default profile.
 	Seccomp *Seccomp
+	// Network is "none" (an empty network namespace) or "host"; "" =
+	// "host".
+	Network string
+	// IPC is "private" (an IPC namespace of the request's own) or
+	// "host"; "" = private where the server can make one.
+	IPC string
 	// Cgroup are the limits of the child's cgroup; nil = none asked for.
 	Cgroup *Cgroup
 	// Timeout is the run-time deadline of the child; 0 = unset.
@@ -85,6 +92,10 @@ type RunAs struct {
 	// Groups are the supplementary groups. nil = unset (server default);
 	// non-nil and empty = no supplementary groups.
 	Groups []string `json:"groups,omitempty"`
+	// Dynamic runs the program as a uid (and gid) of its own for the
+	// request's lifetime, from [sandbox] dynamic_uids; it excludes User,
+	// Group and Groups.
+	Dynamic bool `json:"dynamic,omitempty"`
 }
 
 // Landlock is the Landlock ruleset the policy asks for. Paths are absolute
@@ -196,7 +207,7 @@ type rootPath struct{}
 func (rootPath) String() string { return "decision" }
 
 // decisionKeys lists the keys of a decision document, for error messages.
-const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
+const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
@@ -228,6 +239,10 @@ func DecodeDecision(v ast.Value) (Decision, error) {
 			d.Landlock, err = decodeLandlock(w, val)
 		case "seccomp":
 			d.Seccomp, err = decodeSeccomp(w, val)
+		case "network":
+			d.Network, err = decodeEnum(w, val, "host", "none")
+		case "ipc":
+			d.IPC, err = decodeEnum(w, val, "private", "host")
 		case "cgroup":
 			d.Cgroup, err = decodeCgroup(w, val)
 		case "timeout":
@@ -448,13 +463,22 @@ func decodeRunAs(w at, v ast.Value) (*RunAs, error) {
 				}
 				r.Groups = append(r.Groups, g)
 			}
+		case "dynamic":
+			b, ok := val.(ast.Boolean)
+			if !ok {
+				return wantGot(w, "a boolean", val)
+			}
+			r.Dynamic = bool(b)
 		default:
-			return decodeErr(w, "unknown key (known: user, group, groups)")
+			return decodeErr(w, "unknown key (known: user, group, groups, dynamic)")
 		}
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if r.Dynamic && (r.User != "" || r.Group != "" || r.Groups != nil) {
+		return nil, decodeErr(w.child("dynamic"), "excludes user, group and groups (the uid and gid are the request's own)")
 	}
 	return &r, nil
 }
@@ -536,6 +560,18 @@ func decodeLandlock(w at, v ast.Value) (*Landlock, error) {
 		return nil, err
 	}
 	return &l, nil
+}
+
+// decodeEnum decodes a string that must be one of values.
+func decodeEnum(w at, v ast.Value, values ...string) (string, error) {
+	s, err := decodeString(w, v)
+	if err != nil {
+		return "", err
+	}
+	if !slices.Contains(values, s) {
+		return "", decodeErr(w, "%q is not one of %s", s, strings.Join(values, ", "))
+	}
+	return s, nil
 }
 
 func decodeSeccomp(w at, v ast.Value) (*Seccomp, error) {
@@ -657,6 +693,8 @@ type decisionJSON struct {
 	Rlimits        map[string]any     `json:"rlimits,omitempty"`
 	Landlock       *landlockJSON      `json:"landlock,omitempty"`
 	Seccomp        *Seccomp           `json:"seccomp,omitempty"`
+	Network        string             `json:"network,omitempty"`
+	IPC            string             `json:"ipc,omitempty"`
 	Cgroup         *Cgroup            `json:"cgroup,omitempty"`
 	Timeout        string             `json:"timeout,omitempty"`
 	KillTimeout    string             `json:"kill_timeout,omitempty"`
@@ -673,9 +711,10 @@ type decisionJSON struct {
 
 // runAsJSON and landlockJSON keep "absent" (nil) apart from "empty" ([]).
 type runAsJSON struct {
-	User   string    `json:"user,omitempty"`
-	Group  string    `json:"group,omitempty"`
-	Groups *[]string `json:"groups,omitempty"`
+	User    string    `json:"user,omitempty"`
+	Group   string    `json:"group,omitempty"`
+	Groups  *[]string `json:"groups,omitempty"`
+	Dynamic bool      `json:"dynamic,omitempty"`
 }
 
 type landlockJSON struct {
@@ -707,11 +746,12 @@ func emptyIfNil(s []string) []string {
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
 		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup, Seccomp: d.Seccomp,
+		Network: d.Network, IPC: d.IPC,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
 		Revision: d.Revision, Cached: d.Cached,
 	}
 	if d.RunAs != nil {
-		j.RunAs = &runAsJSON{User: d.RunAs.User, Group: d.RunAs.Group, Groups: nilOrPtr(d.RunAs.Groups)}
+		j.RunAs = &runAsJSON{User: d.RunAs.User, Group: d.RunAs.Group, Groups: nilOrPtr(d.RunAs.Groups), Dynamic: d.RunAs.Dynamic}
 	}
 	if l := d.Landlock; l != nil {
 		j.Landlock = &landlockJSON{RO: emptyIfNil(l.RO), RW: emptyIfNil(l.RW),

@@ -22,17 +22,21 @@ const DefaultSource = "embedded default"
 // space limit), a read-only and executable Landlock view of the whole file
 // system (as any local user has; file permissions still apply) with only
 // /dev/null writable, cwd "/" and umask 0077. When the server runs as
-// root, children run as 65534:65534 (nobody). Everyone else is denied with
-// a message saying that the default policy is in force.
+// root, children run as a dynamic uid of their own if dynamicUIDs (the
+// server has a dynamic uid range), else as 65534:65534 (nobody). Everyone
+// else is denied with a message saying that the default policy is in
+// force.
 //
 // The server's identity reaches the policy as data.sockwarden.server.uid
-// and .gid, taken from os.Getuid and os.Getgid when Default is called.
-func Default() (*Engine, error) {
+// and .gid, taken from os.Getuid and os.Getgid when Default is called,
+// and dynamicUIDs as .dynamic_uids.
+func Default(dynamicUIDs bool) (*Engine, error) {
 	return load(context.Background(), Options{
 		Paths: []string{"default"},
 		Data: map[string]any{"sockwarden": map[string]any{"server": map[string]any{
-			"uid": os.Getuid(),
-			"gid": os.Getgid(),
+			"uid":          os.Getuid(),
+			"gid":          os.Getgid(),
+			"dynamic_uids": dynamicUIDs,
 		}}},
 	}, defaultFS, DefaultSource)
 }

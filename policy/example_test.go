@@ -52,7 +52,7 @@ func ExampleEngine_Evaluate_failClosed() {
 
 // The built-in policy serves only the user the server runs as.
 func ExampleDefault() {
-	eng, err := policy.Default()
+	eng, err := policy.Default(false)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -255,6 +255,11 @@ var badDecisions = []struct {
 	{"seccomp unknown profile", `{"allow": true, "seccomp": {"profile": "strict"}}`, "decision.seccomp.profile"},
 	{"seccomp unknown key", `{"allow": true, "seccomp": {"kill": ["ptrace"]}}`, "decision.seccomp.kill"},
 	{"seccomp deny not list", `{"allow": true, "seccomp": {"deny": "ptrace"}}`, "decision.seccomp.deny"},
+	{"run_as dynamic string", `{"allow": true, "run_as": {"dynamic": "yes"}}`, "decision.run_as.dynamic"},
+	{"run_as dynamic with a user", `{"allow": true, "run_as": {"dynamic": true, "user": "nobody"}}`, "decision.run_as.dynamic"},
+	{"network unknown", `{"allow": true, "network": "loopback"}`, "decision.network"},
+	{"network bool", `{"allow": true, "network": false}`, "decision.network"},
+	{"ipc unknown", `{"allow": true, "ipc": "shared"}`, "decision.ipc"},
 	{"cgroup not object", `{"allow": true, "cgroup": 64}`, "decision.cgroup"},
 	{"cgroup unknown key", `{"allow": true, "cgroup": {"memory_high": 1}}`, "decision.cgroup.memory_high"},
 	{"cgroup memory_max zero", `{"allow": true, "cgroup": {"memory_max": 0}}`, "decision.cgroup.memory_max"},
@@ -337,6 +342,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 		"rlimits": {"cpu": 10, "as": 5e2, "nofile": 64.0, "core": "unlimited"},
 		"landlock": {"ro": ["/usr/", "//lib"], "rw": [], "connect_tcp": [443], "udp": true},
 		"seccomp": {"profile": "default", "allow": ["io_uring_setup"], "deny": {"ptrace"}},
+		"network": "none", "ipc": "private",
 		"cgroup": {"memory_max": 268435456, "memory_swap_max": 0, "pids_max": 64, "cpu_max": " 50000  100000"},
 		"timeout": "1m30s", "kill_timeout": "500ms",
 		"env": {"PATH": "/bin", "EMPTY": ""}, "cwd": "/srv/www/", "umask": "027",
@@ -354,8 +360,9 @@ func TestDecodeDecisionFull(t *testing.T) {
 		Rlimits:  map[string]uint64{"cpu": 10, "as": 500, "nofile": 64, "core": sandbox.RlimitInfinity},
 		Landlock: &Landlock{RO: []string{"/usr", "/lib"}, RW: []string{}, ConnectTCP: []int{443}, UDP: true},
 		Seccomp:  &Seccomp{Profile: "default", Allow: []string{"io_uring_setup"}, Deny: []string{"ptrace"}},
-		Cgroup:   &Cgroup{MemoryMax: 256 << 20, MemorySwapMax: &swap, PidsMax: 64, CPUMax: "50000 100000"},
-		Timeout:  90 * time.Second, KillTimeout: 500 * time.Millisecond,
+		Network:  "none", IPC: "private",
+		Cgroup:  &Cgroup{MemoryMax: 256 << 20, MemorySwapMax: &swap, PidsMax: 64, CPUMax: "50000 100000"},
+		Timeout: 90 * time.Second, KillTimeout: 500 * time.Millisecond,
 		Env: map[string]string{"PATH": "/bin", "EMPTY": ""}, Cwd: "/srv/www", Umask: &umask,
 		MaxOutputBytes: 1 << 20,
 	}
@@ -372,7 +379,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 	}
 	const wantJSON = `{"allow":true,"message":"m","reasons":["a","b"],"run_as":{"user":"nobody","group":"65534","groups":["4","adm"]},` +
 		`"rlimits":{"as":500,"core":"unlimited","cpu":10,"nofile":64},"landlock":{"ro":["/usr","/lib"],"rw":[],"connect_tcp":[443],"udp":true},` +
-		`"seccomp":{"profile":"default","allow":["io_uring_setup"],"deny":["ptrace"]},"cgroup":{"memory_max":268435456,"memory_swap_max":0,"pids_max":64,"cpu_max":"50000 100000"},` +
+		`"seccomp":{"profile":"default","allow":["io_uring_setup"],"deny":["ptrace"]},"network":"none","ipc":"private","cgroup":{"memory_max":268435456,"memory_swap_max":0,"pids_max":64,"cpu_max":"50000 100000"},` +
 		`"timeout":"1m30s","kill_timeout":"500ms","env":{"EMPTY":"","PATH":"/bin"},"cwd":"/srv/www","umask":"0027","max_output_bytes":1048576}`
 	if string(b) != wantJSON {
 		t.Errorf("JSON:\n got %s\nwant %s", b, wantJSON)
@@ -480,7 +487,7 @@ func TestRevision(t *testing.T) {
 }
 
 func TestDefault(t *testing.T) {
-	e, err := Default()
+	e, err := Default(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +567,7 @@ test_rm_allowed if {
 	}{
 		{"example policy passes", []string{examplePolicy}, false, true, nil, "", []string{"PASS: "}},
 		{"example policy verbose", []string{examplePolicy}, true, true, nil, "", []string{"data.sockwarden_test.test_allow_uname: PASS", "PASS: "}},
-		{"default policy passes", []string{"default"}, false, true, nil, "", []string{"PASS: 5/5"}},
+		{"default policy passes", []string{"default"}, false, true, nil, "", []string{"PASS: 6/6"}},
 		{"broken test fails", []string{brokenTest}, true, false, nil, "", []string{"test_uname_allowed: PASS", "test_rm_allowed: FAIL", "PASS: 1/2", "FAIL: 1/2"}},
 		{"compile error", []string{"testdata/broken"}, false, false, nil, "policy.rego:7:2", nil},
 		{"no tests", []string{"testdata/uids"}, false, false, ErrNoTests, "", nil},

@@ -129,6 +129,20 @@ func forkChild(p *forkPlan, flags uintptr) (pid uintptr, err1 syscall.Errno, loc
 		}
 	}
 
+	// Namespaces, while the child still has CAP_SYS_ADMIN.
+	if p.unshare != 0 {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_UNSHARE, p.unshare, 0, 0, 0, 0, 0); err1 != 0 {
+			p.failStep = stepNamespaces
+			goto fail
+		}
+	}
+	if p.netnsFD >= 0 {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_SETNS, uintptr(p.netnsFD), unix.CLONE_NEWNET, 0, 0, 0, 0); err1 != 0 {
+			p.failStep = stepNetns
+			goto fail
+		}
+	}
+
 	// Credentials: supplementary groups, gid, uid.
 	if p.cred {
 		if _, _, err1 = syscall.RawSyscall6(unix.SYS_SETGROUPS, p.ngroups, uintptr(p.groups), 0, 0, 0, 0); err1 != 0 {
@@ -143,6 +157,11 @@ func forkChild(p *forkPlan, flags uintptr) (pid uintptr, err1 syscall.Errno, loc
 			p.failStep = stepSetuid
 			goto fail
 		}
+	}
+	// A session keyring of its own, owned by the new user, instead of
+	// the server's. Best effort: the user's key quota may be used up.
+	if p.keyring {
+		syscall.RawSyscall6(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0, 0)
 	}
 
 	// Resource limits, after the switch: setuid(2) then judges

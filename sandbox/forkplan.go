@@ -17,6 +17,8 @@ const (
 	stepNone forkStep = iota
 	stepSetsid
 	stepRaiseRlimit
+	stepNamespaces
+	stepNetns
 	stepSetgroups
 	stepSetgid
 	stepSetuid
@@ -35,6 +37,8 @@ var stepNames = [...]string{
 	stepNone:        "none",
 	stepSetsid:      "setsid",
 	stepRaiseRlimit: "raising an rlimit",
+	stepNamespaces:  "unshare (IPC namespace)",
+	stepNetns:       "setns (network namespace)",
 	stepSetgroups:   "setgroups",
 	stepSetgid:      "setgid",
 	stepSetuid:      "setuid",
@@ -87,6 +91,10 @@ type forkPlan struct {
 	stdio      [3]int // descriptors of the parent that become 0, 1, 2
 
 	cgroupFD int // -1: the server's cgroup
+
+	unshare uintptr // namespaces to make (CLONE_NEWIPC), 0 for none
+	netnsFD int     // network namespace to join, -1 for the server's
+	keyring bool    // join a fresh session keyring
 
 	cred    bool
 	uid     uintptr

@@ -179,6 +179,10 @@ type Spec struct {
 	// AllowRoot permits a Credential with UID 0; without it Start refuses
 	// one.
 	AllowRoot bool
+	// DynamicUser runs the child as a uid of its own from the Spawner's
+	// range (see Dynamic uids in the package documentation); Credential
+	// must then be nil. [Process].Credential says which.
+	DynamicUser bool
 	// Rlimits are the child's resource limits; resources not listed keep
 	// the server's limits (RLIMIT_NOFILE: the server's soft limit from
 	// before Go raised it).
@@ -190,6 +194,13 @@ type Spec struct {
 	// Landlock confines the child's file system and network access; nil
 	// means no Landlock.
 	Landlock *Landlock
+	// PrivateIPC gives the child an IPC namespace of its own (see
+	// Namespaces in the package documentation). Needs
+	// [Capabilities].Namespaces.
+	PrivateIPC bool
+	// NoNetwork puts the child in an empty network namespace: no
+	// interface, not even loopback. Needs [Capabilities].Namespaces.
+	NoNetwork bool
 	// Seccomp is the child's system call filter; nil means none (the
 	// network filter of a Landlock spec that restricts TCP still
 	// applies). It forces NoNewPrivs on.
@@ -222,6 +233,9 @@ type Process struct {
 	Landlock LandlockReport
 	// Seccomp reports the system call filters the child got.
 	Seccomp SeccompReport
+	// Credential is the identity the child runs as: the spec's, or its
+	// dynamic uid; nil for the server's own.
+	Credential *Credential
 	// Cgroup is the child's own cgroup (a zero Path when it has none).
 	Cgroup ProcessCgroup
 
@@ -234,6 +248,9 @@ type Process struct {
 	sigMu  sync.Mutex
 	reaped bool
 	cg     *cgroup.Cgroup // nil: no cgroup of its own
+
+	uids       *uidPool // the pool of the dynamic uid, nil without one
+	privateIPC bool
 
 	waitOnce sync.Once
 	state    *State
@@ -279,6 +296,10 @@ func (e *SpawnError) Unwrap() error { return e.Err }
 // the spec does not set AllowRoot.
 var ErrRootRefused = errors.New("sandbox: refusing to run as uid 0 without AllowRoot")
 
+// ErrNoNamespaces is returned by [Spawner.Start] for a spec with
+// PrivateIPC or NoNetwork when the server cannot make namespaces.
+var ErrNoNamespaces = errors.New("sandbox: namespaces (an IPC namespace, no network) need CAP_SYS_ADMIN, which this server lacks")
+
 // Start starts the program of spec in its sandbox. It is safe for
 // concurrent use. The caller must eventually call [Process.Wait]: until
 // then the exited child stays a zombie, which keeps its pid (and so its
@@ -293,6 +314,37 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 	if spec.Path == "" || len(spec.Args) == 0 {
 		return nil, errors.New("sandbox: spec needs Path and Args")
 	}
+	if spec.DynamicUser {
+		switch {
+		case spec.Credential != nil:
+			return nil, errors.New("sandbox: spec with both DynamicUser and a Credential")
+		case s.uids == nil:
+			return nil, errors.New("sandbox: no dynamic uids (none configured, or the server cannot switch users)")
+		}
+		uid, err := s.uids.acquire()
+		if err != nil {
+			return nil, err
+		}
+		dyn := *spec
+		dyn.Credential = &Credential{UID: uid, GID: uid}
+		spec = &dyn
+		started := false
+		defer func() {
+			if !started {
+				s.uids.release(uid, true, spec.PrivateIPC)
+			}
+		}()
+		p, err := s.start(spec)
+		if err == nil {
+			started = true
+			p.uids, p.privateIPC = s.uids, spec.PrivateIPC
+		}
+		return p, err
+	}
+	return s.start(spec)
+}
+
+func (s *Spawner) start(spec *Spec) (*Process, error) {
 	if spec.Credential != nil && spec.Credential.UID == 0 && !spec.AllowRoot {
 		return nil, ErrRootRefused
 	}
@@ -313,6 +365,19 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 	}
 	if err := spec.Cgroup.Validate(); err != nil {
 		return nil, err
+	}
+	netnsFD := -1
+	if spec.PrivateIPC || spec.NoNetwork {
+		if !s.caps.Namespaces {
+			return nil, ErrNoNamespaces
+		}
+		if spec.NoNetwork {
+			fd, err := s.netns.get()
+			if err != nil {
+				return nil, err
+			}
+			netnsFD = fd
+		}
 	}
 	plan, err := s.prepareLandlock(spec.Landlock)
 	if err != nil {
@@ -345,6 +410,9 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 		cgroupFD = cg.DirFD()
 	}
 	fp, err := s.newForkPlan(spec, plan, filters, cgroupFD, child)
+	if fp != nil {
+		fp.netnsFD = netnsFD
+	}
 	if err != nil {
 		closeFDs(child[:])
 		closeAll(in, out, errp)
@@ -358,15 +426,16 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 		return nil, spawnError(spec.Path, err)
 	}
 	p := &Process{
-		Pid:     pid,
-		Stdin:   in,
-		Stdout:  out,
-		Stderr:  errp,
-		Cgroup:  cgReport,
-		Seccomp: scReport,
-		pidfd:   pidfd,
-		start:   start,
-		cg:      cg,
+		Pid:        pid,
+		Stdin:      in,
+		Stdout:     out,
+		Stderr:     errp,
+		Cgroup:     cgReport,
+		Seccomp:    scReport,
+		Credential: spec.Credential,
+		pidfd:      pidfd,
+		start:      start,
+		cg:         cg,
 	}
 	if plan != nil {
 		p.Landlock = plan.report
@@ -463,6 +532,9 @@ func (p *Process) Wait() (*State, error) {
 		p.state.Rusage = ru
 		if p.cg != nil {
 			p.state.Cgroup = p.cg.Finish()
+		}
+		if p.uids != nil {
+			p.uids.release(p.Credential.UID, p.cg != nil && !p.state.Cgroup.Lingering, p.privateIPC)
 		}
 	})
 	return p.state, p.waitErr

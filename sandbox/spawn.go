@@ -53,6 +53,7 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, filters []seccomp.
 		dir:          dirp,
 		stdio:        stdio,
 		cgroupFD:     cgroupFD,
+		netnsFD:      -1,
 		umask:        -1,
 		ppid:         uintptr(os.Getpid()),
 		nnp:          spec.NoNewPrivs || spec.Landlock != nil || len(filters) > 0,
@@ -62,8 +63,12 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, filters []seccomp.
 		resetSignals: ignoredSignals(s.inheritedIgnored),
 		closeRange:   s.closeRange,
 	}
+	if spec.PrivateIPC {
+		p.unshare = unix.CLONE_NEWIPC
+	}
 	if c := spec.Credential; c != nil {
 		p.cred, p.uid, p.gid = true, uintptr(c.UID), uintptr(c.GID)
+		p.keyring = true
 		if len(c.Groups) > 0 {
 			groups := append([]uint32(nil), c.Groups...)
 			p.ngroups, p.groups = uintptr(len(groups)), unsafe.Pointer(&groups[0])

@@ -22,6 +22,10 @@ type Options struct {
 	// kernel's; a negative value uses none, as on a kernel without
 	// Landlock.
 	LandlockABI int
+	// DynamicUIDs is the range of uids DynamicUser specs take theirs
+	// from; the zero range turns dynamic uids off. New refuses a range
+	// that /etc/passwd uses.
+	DynamicUIDs UIDRange
 }
 
 // A Spawner starts sandboxed children ([Spawner.Start]). It holds what
@@ -49,6 +53,8 @@ type Spawner struct {
 	inheritedIgnored uint64       // SigIgn of /proc/self/status
 
 	filters filterCache // compiled seccomp filters
+	netns   emptyNetns  // for NoNetwork children
+	uids    *uidPool    // nil: no dynamic uids
 
 	noNetworkFilter bool // tests: show the gaps the network filter closes
 }
@@ -75,6 +81,15 @@ type Capabilities struct {
 	// SetID is true when children can run as other users and groups
 	// than the server's (it is root, or has CAP_SETUID and CAP_SETGID).
 	SetID bool
+	// Namespaces is true when children can get an IPC namespace of their
+	// own and the empty network namespace (CAP_SYS_ADMIN).
+	Namespaces bool
+	// DynamicUIDs is the range of dynamic uids (zero: none, because none
+	// was configured or the server cannot switch users); DynamicUIDsHeld
+	// counts those of its uids that processes were running as when the
+	// Spawner was made, kept out of use until they are gone.
+	DynamicUIDs     UIDRange
+	DynamicUIDsHeld int
 }
 
 // pathIDTTL bounds how stale the Spawner's view of a Landlock path is.
@@ -99,6 +114,15 @@ func New(o Options) (*Spawner, error) {
 	}
 	s.caps.LandlockABI = o.landlockABI()
 	s.caps.SetID = canSetID()
+	s.caps.Namespaces = hasSysAdmin()
+	if o.DynamicUIDs.First != 0 && s.caps.SetID {
+		pool, held, err := newUIDPool(o.DynamicUIDs, UIDLockDir)
+		if err != nil {
+			return nil, err
+		}
+		s.uids = pool
+		s.caps.DynamicUIDs, s.caps.DynamicUIDsHeld = o.DynamicUIDs, len(held)
+	}
 	cg, err := cgroup.Setup(o.Cgroups, false)
 	s.cgroups = cg
 	s.caps.Cgroups = cg.Report()
@@ -115,7 +139,10 @@ func New(o Options) (*Spawner, error) {
 // relative cgroup parent is taken relative to the calling process's own
 // cgroup.
 func Probe(o Options) Capabilities {
-	c := Capabilities{LandlockABI: o.landlockABI(), SetID: canSetID()}
+	c := Capabilities{LandlockABI: o.landlockABI(), SetID: canSetID(), Namespaces: hasSysAdmin()}
+	if c.SetID {
+		c.DynamicUIDs = o.DynamicUIDs
+	}
 	cg, _ := cgroup.Setup(o.Cgroups, true)
 	c.Cgroups = cg.Report()
 	return c
@@ -135,6 +162,7 @@ func (s *Spawner) Capabilities() Capabilities {
 func (s *Spawner) Close() error {
 	s.cgroups.Close()
 	s.rulesets.close()
+	s.netns.close()
 	return nil
 }
 

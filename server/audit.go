@@ -73,6 +73,7 @@ func (cn *conn) recordDecision(req *Request, v *plan.Plan) error {
 func (cn *conn) recordStartError(spec *sandbox.Spec, err error) {
 	if a := cn.s.cfg.Audit; a != nil {
 		st := audit.Start{RequestID: cn.id, Exe: spec.Path, Dir: spec.Dir, RunAs: cn.runAs(spec), Error: err.Error()}
+		st.RunAs.Dynamic = spec.DynamicUser
 		cn.audited(audit.ActionStart, a.Start(st))
 	}
 }
@@ -110,7 +111,13 @@ func (cn *conn) recordStart(pl *plan.Plan, proc *sandbox.Process) error {
 	if st.Dir == "" {
 		st.Dir = "/"
 	}
+	if proc.Credential != nil && spec.DynamicUser {
+		dyn := *spec
+		dyn.Credential = proc.Credential
+		spec = &dyn
+	}
 	st.RunAs = cn.runAs(spec)
+	st.RunAs.Dynamic = spec.DynamicUser
 	if l := spec.Landlock; l != nil {
 		st.Landlock = &audit.Landlock{
 			ABI:           proc.Landlock.ABI,
@@ -123,6 +130,13 @@ func (cn *conn) recordStart(pl *plan.Plan, proc *sandbox.Process) error {
 			BestEffort:    l.BestEffort,
 			Downgraded:    len(proc.Landlock.Downgraded) > 0,
 		}
+	}
+	st.Namespaces = &audit.Namespaces{IPC: "host", Network: "host"}
+	if spec.PrivateIPC {
+		st.Namespaces.IPC = "private"
+	}
+	if spec.NoNetwork {
+		st.Namespaces.Network = "none"
 	}
 	if sc := proc.Seccomp; sc.Profile != "" || sc.Network {
 		st.Seccomp = &audit.Seccomp{Profile: sc.Profile, Allow: sc.Allow, Deny: sc.Deny, Network: sc.Network, UDP: sc.UDP}

@@ -395,6 +395,9 @@ func TestAuditLandlockSaysWhatItMeans(t *testing.T) {
 			if got := st.Get("sockwarden.seccomp.network"); got != tt.restricted {
 				t.Errorf("seccomp.network %v, want %v", got, tt.restricted)
 			}
+			if ipc, net := st.Get("sockwarden.namespaces.ipc"), st.Get("sockwarden.namespaces.network"); ipc != "private" || net != "host" {
+				t.Errorf("namespaces ipc %v network %v, want private and host", ipc, net)
+			}
 		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/internal/testutil"
 	"github.com/sockwarden/sockwarden/netstring"
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // binary is the sockwarden command, built once per test run.
@@ -272,4 +273,12 @@ func (ts *testServer) assertAliveWith(t testing.TB, argv []string) {
 	if want := pairs("stdout", strings.Join(argv[1:], " ")+"\n", "exitcode", "0"); !bytes.Equal(got, want) {
 		t.Fatalf("liveness check: got %q, want %q", got, want)
 	}
+}
+
+// isDynamicUID reports whether s is a uid of the default dynamic range,
+// which the default policy gives each request of a root server.
+func isDynamicUID(s string) bool {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+	r := sandbox.DefaultUIDRange
+	return err == nil && uint32(n) >= r.First && uint32(n) <= r.Last
 }

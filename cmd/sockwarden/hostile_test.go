@@ -191,9 +191,10 @@ func TestUnusualArgv(t *testing.T) {
 				if st.Str("event.outcome") != "failure" || !strings.Contains(st.Str("error.message"), "relative program paths are not allowed") {
 					t.Errorf("%s: start record %v", argv0, st)
 				}
-				// The identity it would have run as: the default policy's nobody.
-				if os.Getuid() == 0 && (st.Str("user.id") != "65534" || st.Str("group.id") != "65534") {
-					t.Errorf("%s: start record names user %q group %q, want 65534", argv0, st.Str("user.id"), st.Str("group.id"))
+				// The identity it would have run as: the default policy's
+				// dynamic uid, never given out, so no user is named.
+				if os.Getuid() == 0 && (st.Get("user") != nil || st.Get("sockwarden.run_as.dynamic") != true) {
+					t.Errorf("%s: start record names user %v, dynamic %v; want no user and a dynamic uid", argv0, st.Get("user"), st.Get("sockwarden.run_as.dynamic"))
 				}
 			}
 			ts.assertAlive(t)

@@ -169,7 +169,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		pid.v = uint32(os.Getpid())
 	}
 
-	eng, err := loadPolicy(cfg.Policy)
+	eng, err := loadPolicy(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "sockwarden check: %v\n", err)
 		return policyExitUsage

@@ -272,7 +272,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start: cgroups are required (sandbox.cgroups = \"required\") and this server has none", "reason", cg.Reason)
 		return 1
 	}
-	engine, err := loadPolicy(cfg.Policy)
+	engine, err := loadPolicy(cfg)
 	if err != nil {
 		log.Error("cannot start: policy", "err", err)
 		return 1
@@ -386,7 +386,7 @@ loop:
 					srv.SetLimits(serverLimits(cfg))
 					srv.SetDefaults(sandboxDefaults(cfg))
 				}
-				reloadPolicy(log, cfg.Policy, gate, trail)
+				reloadPolicy(log, cfg, gate, trail)
 				if trail != nil {
 					if err := trail.Reopen(); err != nil {
 						log.Error("reopening the audit log", "err", err)
@@ -449,13 +449,14 @@ func reloadConfig(log *slog.Logger, args []string, cur *config.Config) (next *co
 // SIGHUP: the connection limits and deadlines (for the connections
 // accepted from then on), the policy, the sandbox defaults (for the
 // requests judged from then on) and the log level. The socket, the
-// audit sink, the log format and the cgroup set-up need a restart.
+// audit sink, the log format, the cgroup set-up and the dynamic uid
+// range need a restart.
 func liveKey(key string) bool {
 	switch key {
 	case "server.timeout", "server.kill_timeout", "server.max_conns", "server.path",
 		"server.max_args", "server.max_arg_bytes", "server.max_argv_bytes", "log.level":
 		return true
-	case "sandbox.cgroups", "sandbox.cgroup_parent":
+	case "sandbox.cgroups", "sandbox.cgroup_parent", "sandbox.dynamic_uids":
 		return false
 	}
 	return strings.HasPrefix(key, "policy.") || strings.HasPrefix(key, "sandbox.")
@@ -510,9 +511,10 @@ func serverLimits(c *config.Config) server.Limits {
 }
 
 // loadPolicy loads the configured policy, or the embedded default.
-func loadPolicy(c config.Policy) (*policy.Engine, error) {
+func loadPolicy(cfg *config.Config) (*policy.Engine, error) {
+	c := cfg.Policy
 	if len(c.Paths) == 0 {
-		e, err := policy.Default()
+		e, err := policy.Default(cfg.Sandbox.DynamicUIDs != "")
 		if err != nil {
 			return nil, err
 		}
@@ -535,8 +537,8 @@ func logCacheable(log *slog.Logger, e *policy.Engine) {
 // reloadPolicy loads the policy again and puts it in force only if it
 // loads (compiles, and passes the smoke evaluation); otherwise the policy
 // in force keeps serving. Either way the outcome is logged and audited.
-func reloadPolicy(log *slog.Logger, c config.Policy, gate *server.PolicyGate, trail *audit.Logger) {
-	e, err := loadPolicy(c)
+func reloadPolicy(log *slog.Logger, cfg *config.Config, gate *server.PolicyGate, trail *audit.Logger) {
+	e, err := loadPolicy(cfg)
 	rec := audit.PolicyReload{}
 	if err != nil {
 		cur := gate.Engine()
@@ -557,7 +559,9 @@ func reloadPolicy(log *slog.Logger, c config.Policy, gate *server.PolicyGate, tr
 
 // spawnerOptions are the configuration's sandbox.Options.
 func spawnerOptions(c *config.Config) sandbox.Options {
-	return sandbox.Options{Cgroups: sandbox.CgroupOptions{Disabled: c.Sandbox.Cgroups == config.CgroupsOff, Parent: c.Sandbox.CgroupParent}}
+	o := sandbox.Options{Cgroups: sandbox.CgroupOptions{Disabled: c.Sandbox.Cgroups == config.CgroupsOff, Parent: c.Sandbox.CgroupParent}}
+	o.DynamicUIDs, _ = sandbox.ParseUIDRange(c.Sandbox.DynamicUIDs) // checked when read; "" = none
+	return o
 }
 
 // sandboxDefaults are the configuration's answers to what a decision

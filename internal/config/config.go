@@ -119,6 +119,11 @@ type Sandbox struct {
 	MaxOutputBytes int64 `toml:"max_output_bytes"`
 	// MaxStdinBytes caps the stdin forwarded; 0 means no cap.
 	MaxStdinBytes int64 `toml:"max_stdin_bytes"`
+	// DynamicUIDs is the range "FIRST-LAST" of the uids that decisions
+	// with run_as {"dynamic": true} take one each from (systemd's
+	// DynamicUser range by default); "" turns them off. No user of
+	// /etc/passwd may be in it.
+	DynamicUIDs string `toml:"dynamic_uids"`
 }
 
 // CgroupMode is the [sandbox] cgroups setting.
@@ -204,10 +209,11 @@ func Default() *Config {
 			EvalTimeout: Duration(time.Second),
 		},
 		Sandbox: Sandbox{
-			Env:     map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
-			Cwd:     "/",
-			Umask:   0o077,
-			Cgroups: CgroupsAuto,
+			Env:         map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
+			Cwd:         "/",
+			Umask:       0o077,
+			Cgroups:     CgroupsAuto,
+			DynamicUIDs: "61184-65519",
 			// No caps by default, as with sockexec: memory is bounded by
 			// backpressure whatever the size; policies set caps per tool.
 		},
@@ -313,6 +319,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.Umask > 0o777 {
 		return bad("sandbox.umask", "want permission bits such as \"0077\"")
+	}
+	if c.Sandbox.DynamicUIDs != "" {
+		if _, err := sandbox.ParseUIDRange(c.Sandbox.DynamicUIDs); err != nil {
+			return bad("sandbox.dynamic_uids", "%v", err)
+		}
 	}
 	if s.Socket != "" && (!filepath.IsAbs(s.Socket) || len(s.Socket) >= maxSocketPath) {
 		return bad("server.socket", "want an absolute path of fewer than %d bytes, got %q", maxSocketPath, s.Socket)

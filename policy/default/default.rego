@@ -58,9 +58,15 @@ allowed := {
 	"umask": "0077",
 }
 
-# A server running as root must not run children as root: they run as
-# nobody/nogroup (numeric, as the names differ between distributions) with no
+# A server running as root must not run children as root: each runs as a
+# uid of its own from [sandbox] dynamic_uids (so requests cannot reach each
+# other through signals, ptrace, /proc, keyrings, RLIMIT_NPROC or file
+# ownership), or, with no dynamic uids configured, as nobody/nogroup
+# (numeric, as the names differ between distributions) with no
 # supplementary groups.
-run_as := {"run_as": {"user": "65534", "group": "65534", "groups": []}} if {
+run_as := {"run_as": {"dynamic": true}} if {
+	server_identity.uid == 0
+	server_identity.dynamic_uids == true
+} else := {"run_as": {"user": "65534", "group": "65534", "groups": []}} if {
 	server_identity.uid == 0
 } else := {}

@@ -35,10 +35,16 @@ test_root_caller_denied_when_server_not_root if {
 	not d.allow
 }
 
-test_root_server_runs_children_as_nobody if {
-	d := sockwarden.decision with input as req(0) with data.sockwarden.server as {"uid": 0, "gid": 0}
+test_root_server_runs_children_as_nobody_without_dynamic_uids if {
+	d := sockwarden.decision with input as req(0) with data.sockwarden.server as {"uid": 0, "gid": 0, "dynamic_uids": false}
 	d.allow
 	d.run_as == {"user": "65534", "group": "65534", "groups": []}
+}
+
+test_root_server_runs_children_as_dynamic_uids if {
+	d := sockwarden.decision with input as req(0) with data.sockwarden.server as {"uid": 0, "gid": 0, "dynamic_uids": true}
+	d.allow
+	d.run_as == {"dynamic": true}
 }
 
 test_no_server_data_denies if {

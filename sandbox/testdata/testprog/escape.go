@@ -5,8 +5,11 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -63,6 +66,87 @@ func escape(cmd string, arg func(int) string) bool {
 		cmd := exec.Command("/bin/true")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWUSER}
 		report(cmd.Run())
+	case "shm-write": // shm-write KEY: leave a System V segment holding "secret"
+		key, _ := strconv.Atoi(arg(2))
+		id, err := unix.SysvShmGet(key, 4096, unix.IPC_CREAT|0o600)
+		if err != nil {
+			report(fmt.Errorf("shmget: %w", err))
+			return true
+		}
+		b, err := unix.SysvShmAttach(id, 0, 0)
+		if err != nil {
+			report(fmt.Errorf("shmat: %w", err))
+			return true
+		}
+		copy(b, "secret")
+		report(unix.SysvShmDetach(b))
+	case "shm-read": // shm-read KEY: what the segment holds
+		key, _ := strconv.Atoi(arg(2))
+		id, err := unix.SysvShmGet(key, 0, 0)
+		if err != nil {
+			report(fmt.Errorf("shmget: %w", err))
+			return true
+		}
+		b, err := unix.SysvShmAttach(id, 0, unix.SHM_RDONLY)
+		if err != nil {
+			report(fmt.Errorf("shmat: %w", err))
+			return true
+		}
+		fmt.Printf("ok %s\n", strings.TrimRight(string(b[:16]), "\x00"))
+	case "abstract-listen": // abstract-listen NAME: what the first client sends within 3 s
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+		if err == nil {
+			err = unix.Bind(fd, &unix.SockaddrUnix{Name: "@" + arg(2)})
+		}
+		if err == nil {
+			err = unix.Listen(fd, 1)
+		}
+		if err != nil {
+			report(err)
+			return true
+		}
+		fmt.Println("listening")
+		tv := unix.Timeval{Sec: 3}
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		c, _, err := unix.Accept(fd)
+		if err != nil {
+			report(fmt.Errorf("accept: %w", err))
+			return true
+		}
+		buf := make([]byte, 64)
+		n, _ := unix.Read(c, buf)
+		fmt.Printf("ok %s\n", buf[:n])
+	case "interfaces": // the network interfaces (a netlink route dump), "name:up|down"
+		ifs, err := net.Interfaces()
+		if err != nil {
+			report(err)
+			return true
+		}
+		var out []string
+		for _, i := range ifs {
+			state := "down"
+			if i.Flags&net.FlagUp != 0 {
+				state = "up"
+			}
+			out = append(out, i.Name+":"+state)
+		}
+		fmt.Println("ok", strings.Join(out, " "))
+	case "ptrace": // ptrace PID: attach to another process, and detach
+		pid, _ := strconv.Atoi(arg(2))
+		if err := unix.PtraceAttach(pid); err != nil {
+			report(err)
+			return true
+		}
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, unix.WALL, nil)
+		report(unix.PtraceDetach(pid))
+	case "environ": // environ PID: another process's environment
+		b, err := os.ReadFile("/proc/" + arg(2) + "/environ")
+		if err != nil {
+			report(err)
+			return true
+		}
+		fmt.Printf("ok %s\n", strings.ReplaceAll(string(b), "\x00", " "))
 	default:
 		return false
 	}

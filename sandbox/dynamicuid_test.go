@@ -1,0 +1,239 @@
+package sandbox
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dynamicSpawner returns a Spawner handing out the uids of r (tests use
+// ranges below the default one, which servers of other test packages
+// share), with the
+// test cgroups when there are.
+func dynamicSpawner(t *testing.T, r UIDRange) *Spawner {
+	t.Helper()
+	needRoot(t)
+	o := Options{DynamicUIDs: r, Cgroups: CgroupOptions{Disabled: true}}
+	if testCgroupParent != "" {
+		o.Cgroups = CgroupOptions{Parent: testCgroupParent}
+	}
+	return newTestSpawner(t, o)
+}
+
+// startHeld starts spec on sp and returns it once it has printed its
+// first line (the line is returned too).
+func startHeld(t *testing.T, sp *Spawner, spec *Spec) (*Process, string) {
+	t.Helper()
+	p, err := sp.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Kill(); p.Wait() })
+	line, _ := bufio.NewReader(p.Stdout).ReadString('\n')
+	return p, line
+}
+
+func procUID(t *testing.T, pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(procStatus(string(b))["Uid"])[0]
+}
+
+func TestDynamicUIDs(t *testing.T) {
+	r := UIDRange{59000, 59002}
+	sp := dynamicSpawner(t, r)
+	spec := &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "echo up; exec sleep 30"}, DynamicUser: true}
+	p1, _ := startHeld(t, sp, spec)
+	p2, _ := startHeld(t, sp, spec)
+	u1, u2 := p1.Credential.UID, p2.Credential.UID
+	if u1 == u2 || u1 < r.First || u1 > r.Last || u2 < r.First || u2 > r.Last {
+		t.Fatalf("uids %d and %d, want two distinct ones in %v", u1, u2, r)
+	}
+	if got := procUID(t, p1.Pid); got != fmt.Sprint(u1) {
+		t.Errorf("the child runs as %s, reported %d", got, u1)
+	}
+	// Another server with the same range skips the uids this one holds.
+	other := dynamicSpawner(t, r)
+	p3, _ := startHeld(t, other, spec)
+	if u3 := p3.Credential.UID; u3 == u1 || u3 == u2 {
+		t.Errorf("a second server took uid %d, in use by the first", u3)
+	}
+	if _, err := other.Start(spec); !errors.Is(err, ErrNoDynamicUID) {
+		t.Errorf("with every uid in use: %v, want ErrNoDynamicUID", err)
+	}
+	// Back in the pool once waited for.
+	p1.Kill()
+	p1.Wait()
+	p4, _ := startHeld(t, other, spec)
+	if p4.Credential.UID != u1 {
+		t.Errorf("got uid %d, want the released %d", p4.Credential.UID, u1)
+	}
+	if _, err := sp.Start(&Spec{Path: "/bin/true", Args: []string{"true"}, DynamicUser: true, Credential: nobody}); err == nil {
+		t.Error("DynamicUser with a Credential started")
+	}
+}
+
+func TestDynamicUIDRangeChecks(t *testing.T) {
+	if err := checkPasswd("testdata/passwd", UIDRange{61184, 65519}); err == nil || !strings.Contains(err.Error(), `user "dyn" with id 61200`) {
+		t.Errorf("overlap with /etc/passwd: %v", err)
+	}
+	if err := checkPasswd("testdata/passwd", UIDRange{61201, 65519}); err != nil {
+		t.Errorf("no overlap: %v", err)
+	}
+	for _, s := range []string{"61184-65519", " 1 - 2 "} {
+		if _, err := ParseUIDRange(s); err != nil {
+			t.Errorf("%q: %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "5", "0-10", "10-5", "a-b", "1-4294967295"} {
+		if _, err := ParseUIDRange(s); err == nil {
+			t.Errorf("%q parsed", s)
+		}
+	}
+}
+
+// Request 1 holds 64 processes, the RLIMIT_NPROC of both requests. With
+// a uid each, request 2 still forks; sharing nobody (the control), it
+// cannot.
+func TestDynamicUIDNproc(t *testing.T) {
+	sp := dynamicSpawner(t, UIDRange{59010, 59019})
+	nproc := []Rlimit{{Resource: unix.RLIMIT_NPROC, Cur: 64, Max: 64}}
+	for _, dynamic := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dynamic=%v", dynamic), func(t *testing.T) {
+			spec := func(script string) *Spec {
+				s := &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", script}, Rlimits: nproc, DynamicUser: dynamic}
+				if !dynamic {
+					s.Credential = nobody
+				}
+				return s
+			}
+			hog, line := startHeld(t, sp, spec("for i in $(seq 63); do sleep 30 & done; echo started; wait"))
+			if line != "started\n" {
+				t.Fatalf("request 1: %q", line)
+			}
+			p, err := sp.Start(spec("/bin/true && echo forked"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := collect(t, p)
+			hog.Kill()
+			if dynamic && r.stdout != "forked\n" {
+				t.Errorf("request 2: %q %q, want it to fork", r.stdout, r.stderr)
+			}
+			if !dynamic && (r.stdout != "" || !strings.Contains(r.stderr, "fork")) {
+				t.Errorf("control: request 2 %q %q, want its fork refused", r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+// A file of nobody's, outside any writable path: a request with a uid of
+// its own cannot chmod it or set its times; one running as nobody (the
+// control) can, since Landlock does not cover either.
+func TestDynamicUIDOwnership(t *testing.T) {
+	sp := dynamicSpawner(t, UIDRange{59020, 59029})
+	dir, err := os.MkdirTemp("", "sockwarden-own-") // t.TempDir's parent is 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	file := filepath.Join(dir, "nobodys")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(file, 65534, 65534)
+	ll := &Landlock{RO: []string{"/"}, RW: []string{"/dev/null"}, UnrestrictedTCP: true}
+	for _, dynamic := range []bool{true, false} {
+		for _, cmd := range [][]string{{"/bin/chmod", "chmod", "0777", file}, {"/usr/bin/touch", "touch", "-d", "2001-01-01", file}} {
+			t.Run(fmt.Sprintf("%s dynamic=%v", cmd[1], dynamic), func(t *testing.T) {
+				spec := &Spec{Path: cmd[0], Args: cmd[1:], Landlock: ll, DynamicUser: dynamic}
+				if !dynamic {
+					spec.Credential = nobody
+				}
+				p, err := sp.Start(spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := collect(t, p)
+				// What happened to the file, whatever the tool said.
+				var st unix.Stat_t
+				if err := unix.Stat(file, &st); err != nil {
+					t.Fatal(err)
+				}
+				changed := st.Mode&0o777 != 0o644 || time.Unix(st.Mtim.Unix()).Year() == 2001
+				if dynamic && (changed || r.state.ExitCode == 0) {
+					t.Errorf("%s changed nobody's file (mode %o, exit %d, %q)", cmd[1], st.Mode&0o777, r.state.ExitCode, r.stderr)
+				}
+				if !dynamic && !changed {
+					t.Errorf("control: %s as nobody did not change the file: %q", cmd[1], r.stderr)
+				}
+				os.Chmod(file, 0o644)
+				os.Chtimes(file, time.Now(), time.Now())
+			})
+		}
+	}
+}
+
+// A host process running as nobody can neither trace a request's child
+// nor read its environment when the child has a uid of its own; it can
+// when the child runs as nobody too (the control).
+func TestDynamicUIDPtraceAndEnviron(t *testing.T) {
+	sp := dynamicSpawner(t, UIDRange{59030, 59039})
+	for _, dynamic := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dynamic=%v", dynamic), func(t *testing.T) {
+			spec := &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "echo up; exec sleep 30"}, Env: []string{"SECRET=s3cr3t"}, DynamicUser: dynamic}
+			if !dynamic {
+				spec.Credential = nobody
+			}
+			p, _ := startHeld(t, sp, spec)
+			time.Sleep(20 * time.Millisecond) // past the exec of sleep
+			for _, probe := range []string{"environ", "ptrace"} {
+				out, _ := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", testprog, probe, fmt.Sprint(p.Pid)).Output()
+				got := string(out)
+				if dynamic && !strings.HasPrefix(got, "error: ") {
+					t.Errorf("%s from a host process as nobody: %q, want an error", probe, got)
+				}
+				if !dynamic && !strings.HasPrefix(got, "ok") {
+					t.Errorf("control: %s: %q", probe, got)
+				}
+				if probe == "environ" && strings.Contains(got, "s3cr3t") != !dynamic {
+					t.Errorf("environ: %q", got)
+				}
+			}
+		})
+	}
+}
+
+// A System V segment a request with the host's IPC leaves behind is
+// removed when its dynamic uid goes back to the pool.
+func TestDynamicUIDRemovesIPC(t *testing.T) {
+	sp := dynamicSpawner(t, UIDRange{59040, 59049})
+	key := 0x5b000000 + os.Getpid()%(1<<20)
+	t.Cleanup(func() {
+		if id, err := unix.SysvShmGet(key, 0, 0); err == nil {
+			unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+		}
+	})
+	p, err := sp.Start(&Spec{Path: testprog, Args: []string{"testprog", "shm-write", fmt.Sprint(key)}, DynamicUser: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := collect(t, p); r.stdout != "ok\n" {
+		t.Fatalf("%q %q", r.stdout, r.stderr)
+	}
+	if _, err := unix.SysvShmGet(key, 0, 0); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("the segment outlived its request: %v", err)
+	}
+}
