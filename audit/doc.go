@@ -42,7 +42,7 @@
 //     and group.* (the identity the child runs as),
 //     sockwarden.run_as.groups (and .dynamic, true for a dynamic uid), sockwarden.rlimits (name -> limit, -1 for
 //     unlimited), sockwarden.seccomp.{profile,allow,deny,network,udp},
-//     sockwarden.namespaces.{ipc,network},
+//     sockwarden.namespaces.{ipc,network}, sockwarden.tmpdir,
 //     sockwarden.landlock.{abi,ro,rw,dropped,tcp_restricted,
 //     connect_tcp,bind_tcp,best_effort,downgraded}; error.message and outcome "failure" when
 //     the child could not be started.

@@ -209,6 +209,11 @@ func appendStart(b []byte, s *Start) []byte {
 		b = strconv.AppendBool(b, ll.Downgraded)
 		b = append(b, `},`...)
 	}
+	if s.TmpDir != "" {
+		b = append(b, `"tmpdir":`...)
+		b = appendString(b, s.TmpDir)
+		b = append(b, ',')
+	}
 	if ns := s.Namespaces; ns != nil {
 		b = append(b, `"namespaces":{"ipc":`...)
 		b = appendString(b, ns.IPC)

@@ -153,6 +153,8 @@ type Start struct {
 	Seccomp *Seccomp
 	// Namespaces is nil when the child could not be started.
 	Namespaces *Namespaces
+	// TmpDir is the child's private temporary directory, "" without one.
+	TmpDir string
 	// Error is set when the child could not be started; the record then
 	// has event.outcome "failure".
 	Error string

@@ -122,7 +122,8 @@ var (
 		Landlock: &audit.Landlock{ABI: 6, RO: []string{"/usr", "/lib", "/etc"}, RW: []string{"/tmp/job"}, Dropped: []string{"/lib64"},
 			TCPRestricted: true, ConnectTCP: []uint16{443}, BindTCP: []uint16{}, BestEffort: false, Downgraded: false},
 		Seccomp:    &audit.Seccomp{Profile: "default", Deny: []string{"ptrace"}, Network: true},
-		Namespaces: &audit.Namespaces{IPC: "private", Network: "none"}}
+		Namespaces: &audit.Namespaces{IPC: "private", Network: "none"},
+		TmpDir:     "/run/sockwarden/tmp/req-1000-4f2a"}
 	sampleSpawnFail = audit.Start{RequestID: "req-3", Exe: "/usr/bin/nope", RunAs: audit.RunAs{UID: 65534, GID: 65534},
 		Error: "exec: no such file or directory"}
 	sampleExit = audit.Exit{RequestID: "req-1", PID: 5001, ExitCode: 0, Duration: 2500 * time.Microsecond,

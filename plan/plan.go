@@ -150,6 +150,14 @@ func (h Host) String() string {
 	} else {
 		b.WriteString("; no namespaces (no CAP_SYS_ADMIN: the host's IPC, and network \"none\" is refused)")
 	}
+	if r := h.Caps.DynamicUIDs; r.First != 0 {
+		fmt.Fprintf(&b, "; dynamic uids %v", r)
+	}
+	if h.Caps.TmpDir != "" {
+		fmt.Fprintf(&b, "; private tmpdirs under %s", h.Caps.TmpDir)
+	} else {
+		fmt.Fprintf(&b, "; no private tmpdirs (%s)", h.Caps.TmpDirReason)
+	}
 	b.WriteString("; seccomp: Docker's default profile unless the decision says otherwise")
 	return b.String()
 }
@@ -457,6 +465,12 @@ func (pl *Planner) sandbox(d *policy.Decision, def *Defaults, p *Plan) error {
 		return errors.New(`ipc "private" needs CAP_SYS_ADMIN, which this server lacks`)
 	}
 	spec.NoNetwork = d.Network == "none"
+	if d.TmpDir {
+		if pl.host.Caps.TmpDir == "" {
+			return fmt.Errorf("tmpdir: this server has no private temporary directories (%s)", pl.host.Caps.TmpDirReason)
+		}
+		spec.TmpDir = true
+	}
 	spec.PrivateIPC = d.IPC == "private" || (d.IPC == "" && pl.host.Caps.Namespaces)
 
 	// System call filter: Docker's default profile unless the decision

@@ -20,6 +20,7 @@ func host(abi int, controllers ...string) Host {
 			SetID:       true,
 			Namespaces:  true,
 			DynamicUIDs: sandbox.DefaultUIDRange,
+			TmpDir:      sandbox.DefaultTmpDir,
 			LandlockABI: abi,
 			Cgroups:     sandbox.CgroupReport{Available: true, Parent: "/sys/fs/cgroup/test", Controllers: controllers},
 		},
@@ -116,6 +117,12 @@ func TestPlan(t *testing.T) {
 					t.Errorf("spec %+v, want a dynamic user and no credential", p.Spec)
 				}
 			}},
+		{name: "tmpdir", host: host(7), d: allow(func(d *policy.Decision) { d.TmpDir = true }), req: uname, want: "run",
+			checkAllow: func(t *testing.T, p *Plan) {
+				if !p.Spec.TmpDir {
+					t.Errorf("spec %+v", p.Spec)
+				}
+			}},
 		{name: "network none, ipc host", host: host(7), d: allow(func(d *policy.Decision) { d.Network, d.IPC = "none", "host" }), req: uname, want: "run",
 			checkAllow: func(t *testing.T, p *Plan) {
 				if p.Spec.PrivateIPC || !p.Spec.NoNetwork {
@@ -155,6 +162,7 @@ func TestPlan(t *testing.T) {
 	// A server running as uid 33 without the privilege to switch users.
 	www := host(7)
 	www.UID, www.GID, www.Groups, www.Caps.SetID, www.Caps.Namespaces, www.Caps.DynamicUIDs = 33, 33, []uint32{33}, false, false, sandbox.UIDRange{}
+	www.Caps.TmpDir, www.Caps.TmpDirReason = "", "cannot"
 	tests = append(tests, []planCase{
 		{name: "no privilege to switch users", host: www, d: allow(nil), req: uname,
 			want: "deny", status: 126, errPart: "without the privilege to switch users"},
@@ -176,6 +184,8 @@ func TestPlan(t *testing.T) {
 			}},
 		{name: "run_as dynamic needs dynamic uids", host: www, d: &policy.Decision{Allow: true, RunAs: &policy.RunAs{Dynamic: true}}, req: uname,
 			want: "deny", status: 126, errPart: "run_as dynamic: this server has no dynamic uids"},
+		{name: "tmpdir needs a parent", host: www, d: &policy.Decision{Allow: true, TmpDir: true}, req: uname,
+			want: "deny", status: 126, errPart: "tmpdir: this server has no private temporary directories (cannot)"},
 		{name: "network none needs the privilege", host: www, d: &policy.Decision{Allow: true, Network: "none"}, req: uname,
 			want: "deny", status: 126, errPart: `network "none" needs CAP_SYS_ADMIN`},
 		{name: "ipc private needs the privilege", host: www, d: &policy.Decision{Allow: true, IPC: "private"}, req: uname,

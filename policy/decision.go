@@ -47,6 +47,9 @@ type Decision struct {
 	// IPC is "private" (an IPC namespace of the request's own) or
 	// "host"; "" = private where the server can make one.
 	IPC string
+	// TmpDir gives the program a private temporary directory, exported
+	// as TMPDIR and removed with the request.
+	TmpDir bool
 	// Cgroup are the limits of the child's cgroup; nil = none asked for.
 	Cgroup *Cgroup
 	// Timeout is the run-time deadline of the child; 0 = unset.
@@ -207,7 +210,7 @@ type rootPath struct{}
 func (rootPath) String() string { return "decision" }
 
 // decisionKeys lists the keys of a decision document, for error messages.
-const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
+const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
@@ -243,6 +246,12 @@ func DecodeDecision(v ast.Value) (Decision, error) {
 			d.Network, err = decodeEnum(w, val, "host", "none")
 		case "ipc":
 			d.IPC, err = decodeEnum(w, val, "private", "host")
+		case "tmpdir":
+			b, ok := val.(ast.Boolean)
+			if !ok {
+				return wantGot(w, "a boolean", val)
+			}
+			d.TmpDir = bool(b)
 		case "cgroup":
 			d.Cgroup, err = decodeCgroup(w, val)
 		case "timeout":
@@ -695,6 +704,7 @@ type decisionJSON struct {
 	Seccomp        *Seccomp           `json:"seccomp,omitempty"`
 	Network        string             `json:"network,omitempty"`
 	IPC            string             `json:"ipc,omitempty"`
+	TmpDir         bool               `json:"tmpdir,omitempty"`
 	Cgroup         *Cgroup            `json:"cgroup,omitempty"`
 	Timeout        string             `json:"timeout,omitempty"`
 	KillTimeout    string             `json:"kill_timeout,omitempty"`
@@ -746,7 +756,7 @@ func emptyIfNil(s []string) []string {
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
 		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup, Seccomp: d.Seccomp,
-		Network: d.Network, IPC: d.IPC,
+		Network: d.Network, IPC: d.IPC, TmpDir: d.TmpDir,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
 		Revision: d.Revision, Cached: d.Cached,
 	}

@@ -26,7 +26,7 @@ func ExampleLoad() {
 		Peer: policy.Peer{PID: 4242, UID: 33, GID: 33},
 	})
 	fmt.Println("allow:", d.Allow, d.Reasons)
-	fmt.Println("cpu:", d.Rlimits["cpu"], "timeout:", d.Timeout, "run as:", d.RunAs.User)
+	fmt.Println("cpu:", d.Rlimits["cpu"], "timeout:", d.Timeout, "dynamic uid:", d.RunAs.Dynamic, "network:", d.Network)
 
 	d = eng.Evaluate(context.Background(), policy.Input{
 		Argv: []string{"sh", "-c", "id"},
@@ -36,7 +36,7 @@ func ExampleLoad() {
 	fmt.Println("allow:", d.Allow, d.Message)
 	// Output:
 	// allow: true [web profile: allow-listed tool (see exe)]
-	// cpu: 5 timeout: 10s run as: 65534
+	// cpu: 5 timeout: 10s dynamic uid: true network: none
 	// allow: false shells and interpreters may not run inline code (sh -c)
 }
 

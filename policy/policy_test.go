@@ -259,6 +259,7 @@ var badDecisions = []struct {
 	{"run_as dynamic with a user", `{"allow": true, "run_as": {"dynamic": true, "user": "nobody"}}`, "decision.run_as.dynamic"},
 	{"network unknown", `{"allow": true, "network": "loopback"}`, "decision.network"},
 	{"network bool", `{"allow": true, "network": false}`, "decision.network"},
+	{"tmpdir string", `{"allow": true, "tmpdir": "yes"}`, "decision.tmpdir"},
 	{"ipc unknown", `{"allow": true, "ipc": "shared"}`, "decision.ipc"},
 	{"cgroup not object", `{"allow": true, "cgroup": 64}`, "decision.cgroup"},
 	{"cgroup unknown key", `{"allow": true, "cgroup": {"memory_high": 1}}`, "decision.cgroup.memory_high"},
@@ -342,7 +343,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 		"rlimits": {"cpu": 10, "as": 5e2, "nofile": 64.0, "core": "unlimited"},
 		"landlock": {"ro": ["/usr/", "//lib"], "rw": [], "connect_tcp": [443], "udp": true},
 		"seccomp": {"profile": "default", "allow": ["io_uring_setup"], "deny": {"ptrace"}},
-		"network": "none", "ipc": "private",
+		"network": "none", "ipc": "private", "tmpdir": true,
 		"cgroup": {"memory_max": 268435456, "memory_swap_max": 0, "pids_max": 64, "cpu_max": " 50000  100000"},
 		"timeout": "1m30s", "kill_timeout": "500ms",
 		"env": {"PATH": "/bin", "EMPTY": ""}, "cwd": "/srv/www/", "umask": "027",
@@ -360,7 +361,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 		Rlimits:  map[string]uint64{"cpu": 10, "as": 500, "nofile": 64, "core": sandbox.RlimitInfinity},
 		Landlock: &Landlock{RO: []string{"/usr", "/lib"}, RW: []string{}, ConnectTCP: []int{443}, UDP: true},
 		Seccomp:  &Seccomp{Profile: "default", Allow: []string{"io_uring_setup"}, Deny: []string{"ptrace"}},
-		Network:  "none", IPC: "private",
+		Network:  "none", IPC: "private", TmpDir: true,
 		Cgroup:  &Cgroup{MemoryMax: 256 << 20, MemorySwapMax: &swap, PidsMax: 64, CPUMax: "50000 100000"},
 		Timeout: 90 * time.Second, KillTimeout: 500 * time.Millisecond,
 		Env: map[string]string{"PATH": "/bin", "EMPTY": ""}, Cwd: "/srv/www", Umask: &umask,
@@ -379,7 +380,7 @@ func TestDecodeDecisionFull(t *testing.T) {
 	}
 	const wantJSON = `{"allow":true,"message":"m","reasons":["a","b"],"run_as":{"user":"nobody","group":"65534","groups":["4","adm"]},` +
 		`"rlimits":{"as":500,"core":"unlimited","cpu":10,"nofile":64},"landlock":{"ro":["/usr","/lib"],"rw":[],"connect_tcp":[443],"udp":true},` +
-		`"seccomp":{"profile":"default","allow":["io_uring_setup"],"deny":["ptrace"]},"network":"none","ipc":"private","cgroup":{"memory_max":268435456,"memory_swap_max":0,"pids_max":64,"cpu_max":"50000 100000"},` +
+		`"seccomp":{"profile":"default","allow":["io_uring_setup"],"deny":["ptrace"]},"network":"none","ipc":"private","tmpdir":true,"cgroup":{"memory_max":268435456,"memory_swap_max":0,"pids_max":64,"cpu_max":"50000 100000"},` +
 		`"timeout":"1m30s","kill_timeout":"500ms","env":{"EMPTY":"","PATH":"/bin"},"cwd":"/srv/www","umask":"0027","max_output_bytes":1048576}`
 	if string(b) != wantJSON {
 		t.Errorf("JSON:\n got %s\nwant %s", b, wantJSON)

@@ -37,7 +37,13 @@ func startHeld(t *testing.T, sp *Spawner, spec *Spec) (*Process, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Kill(); p.Wait() })
+	t.Cleanup(func() {
+		p.Kill()
+		p.Wait()
+		p.Stdin.Close()
+		p.Stdout.Close()
+		p.Stderr.Close()
+	})
 	line, _ := bufio.NewReader(p.Stdout).ReadString('\n')
 	return p, line
 }

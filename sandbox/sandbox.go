@@ -201,6 +201,10 @@ type Spec struct {
 	// NoNetwork puts the child in an empty network namespace: no
 	// interface, not even loopback. Needs [Capabilities].Namespaces.
 	NoNetwork bool
+	// TmpDir gives the child a private temporary directory (see Private
+	// temporary directories in the package documentation);
+	// [Process].TmpDir names it.
+	TmpDir bool
 	// Seccomp is the child's system call filter; nil means none (the
 	// network filter of a Landlock spec that restricts TCP still
 	// applies). It forces NoNewPrivs on.
@@ -236,6 +240,9 @@ type Process struct {
 	// Credential is the identity the child runs as: the spec's, or its
 	// dynamic uid; nil for the server's own.
 	Credential *Credential
+	// TmpDir is the child's private temporary directory ("" without
+	// one), removed by Wait.
+	TmpDir string
 	// Cgroup is the child's own cgroup (a zero Path when it has none).
 	Cgroup ProcessCgroup
 
@@ -345,6 +352,23 @@ func (s *Spawner) Start(spec *Spec) (*Process, error) {
 }
 
 func (s *Spawner) start(spec *Spec) (*Process, error) {
+	if !spec.TmpDir {
+		return s.startSpec(spec)
+	}
+	dir, err := s.tmp.make(spec.Credential)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.startSpec(withTmpDir(spec, dir, s.tmp.parent))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	p.TmpDir = dir
+	return p, nil
+}
+
+func (s *Spawner) startSpec(spec *Spec) (*Process, error) {
 	if spec.Credential != nil && spec.Credential.UID == 0 && !spec.AllowRoot {
 		return nil, ErrRootRefused
 	}
@@ -532,6 +556,9 @@ func (p *Process) Wait() (*State, error) {
 		p.state.Rusage = ru
 		if p.cg != nil {
 			p.state.Cgroup = p.cg.Finish()
+		}
+		if p.TmpDir != "" {
+			os.RemoveAll(p.TmpDir)
 		}
 		if p.uids != nil {
 			p.uids.release(p.Credential.UID, p.cg != nil && !p.state.Cgroup.Lingering, p.privateIPC)

@@ -26,6 +26,9 @@ type Options struct {
 	// from; the zero range turns dynamic uids off. New refuses a range
 	// that /etc/passwd uses.
 	DynamicUIDs UIDRange
+	// TmpDir is the parent of the private temporary directories of
+	// TmpDir specs ([DefaultTmpDir] when empty; "-" for none).
+	TmpDir string
 }
 
 // A Spawner starts sandboxed children ([Spawner.Start]). It holds what
@@ -55,8 +58,19 @@ type Spawner struct {
 	filters filterCache // compiled seccomp filters
 	netns   emptyNetns  // for NoNetwork children
 	uids    *uidPool    // nil: no dynamic uids
+	tmp     tmpDirs
 
 	noNetworkFilter bool // tests: show the gaps the network filter closes
+}
+
+func (o Options) tmpDir() string {
+	switch o.TmpDir {
+	case "":
+		return DefaultTmpDir
+	case "-":
+		return ""
+	}
+	return o.TmpDir
 }
 
 // landlockABI is the Landlock ABI a Spawner made with o uses.
@@ -90,6 +104,9 @@ type Capabilities struct {
 	// Spawner was made, kept out of use until they are gone.
 	DynamicUIDs     UIDRange
 	DynamicUIDsHeld int
+	// TmpDir is the parent of the private temporary directories, ""
+	// when there are none (TmpDirReason says why).
+	TmpDir, TmpDirReason string
 }
 
 // pathIDTTL bounds how stale the Spawner's view of a Landlock path is.
@@ -123,6 +140,11 @@ func New(o Options) (*Spawner, error) {
 		s.uids = pool
 		s.caps.DynamicUIDs, s.caps.DynamicUIDsHeld = o.DynamicUIDs, len(held)
 	}
+	s.tmp = setupTmpDirs(o.tmpDir())
+	s.caps.TmpDir = s.tmp.parent
+	if s.tmp.err != nil {
+		s.caps.TmpDirReason = s.tmp.err.Error()
+	}
 	cg, err := cgroup.Setup(o.Cgroups, false)
 	s.cgroups = cg
 	s.caps.Cgroups = cg.Report()
@@ -143,6 +165,7 @@ func Probe(o Options) Capabilities {
 	if c.SetID {
 		c.DynamicUIDs = o.DynamicUIDs
 	}
+	c.TmpDir = o.tmpDir()
 	cg, _ := cgroup.Setup(o.Cgroups, true)
 	c.Cgroups = cg.Report()
 	return c

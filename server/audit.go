@@ -131,6 +131,7 @@ func (cn *conn) recordStart(pl *plan.Plan, proc *sandbox.Process) error {
 			Downgraded:    len(proc.Landlock.Downgraded) > 0,
 		}
 	}
+	st.TmpDir = proc.TmpDir
 	st.Namespaces = &audit.Namespaces{IPC: "host", Network: "host"}
 	if spec.PrivateIPC {
 		st.Namespaces.IPC = "private"

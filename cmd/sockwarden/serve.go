@@ -456,7 +456,7 @@ func liveKey(key string) bool {
 	case "server.timeout", "server.kill_timeout", "server.max_conns", "server.path",
 		"server.max_args", "server.max_arg_bytes", "server.max_argv_bytes", "log.level":
 		return true
-	case "sandbox.cgroups", "sandbox.cgroup_parent", "sandbox.dynamic_uids":
+	case "sandbox.cgroups", "sandbox.cgroup_parent", "sandbox.dynamic_uids", "sandbox.tmpdir_parent":
 		return false
 	}
 	return strings.HasPrefix(key, "policy.") || strings.HasPrefix(key, "sandbox.")
@@ -561,6 +561,10 @@ func reloadPolicy(log *slog.Logger, cfg *config.Config, gate *server.PolicyGate,
 func spawnerOptions(c *config.Config) sandbox.Options {
 	o := sandbox.Options{Cgroups: sandbox.CgroupOptions{Disabled: c.Sandbox.Cgroups == config.CgroupsOff, Parent: c.Sandbox.CgroupParent}}
 	o.DynamicUIDs, _ = sandbox.ParseUIDRange(c.Sandbox.DynamicUIDs) // checked when read; "" = none
+	o.TmpDir = c.Sandbox.TmpDirParent
+	if o.TmpDir == "" {
+		o.TmpDir = "-"
+	}
 	return o
 }
 

@@ -153,14 +153,10 @@ tools.convert := {
 	},
 	"landlock": {
 		"ro": array.concat(system_ro, ["/etc/ImageMagick-6"]), # Debian's ImageMagick 6
-		"rw": ["/dev/null", cfg.scratch_dir],
 	},
-	"env": {
-		"PATH": "/usr/bin:/bin",
-		"LANG": "C.UTF-8",
-		"MAGICK_TEMPORARY_PATH": cfg.scratch_dir,
-	},
-	"cwd": cfg.scratch_dir,
+	# Its temporary files go to a private directory of the request's own
+	# (TMPDIR), removed with it.
+	"tmpdir": true,
 	"max_stdin_bytes": 20971520,
 	"max_output_bytes": 20971520,
 }
@@ -175,16 +171,21 @@ tools.convert := {
 web_base := {
 	"allow": true,
 	"reasons": ["web profile: allow-listed tool (see exe)"],
-	# nobody:nogroup, by number: the names differ between distributions.
-	"run_as": {"user": "65534", "group": "65534", "groups": []},
+	# A uid of the request's own ([sandbox] dynamic_uids): requests cannot
+	# signal, trace or read each other, and RLIMIT_NPROC, which counts every
+	# process of the uid on the host, counts only the request's.
+	"run_as": {"dynamic": true},
 	"rlimits": {
 		"cpu": 5, # seconds of CPU
 		"core": 0, # no core dumps
 		"fsize": 1048576, # 1 MiB per written file
 		"nofile": 64,
-		# RLIMIT_NPROC counts every process of the run_as uid on the host.
 		"nproc": 64,
 	},
+	# None of these tools needs a network: an empty network namespace, not
+	# even loopback. (A tool that does would set "network": "host" and its
+	# ports in landlock.connect_tcp.)
+	"network": "none",
 	"landlock": {
 		# What a dynamically linked tool needs to start. Landlock rules need
 		# existing paths: drop /lib64 where it does not exist (arm64).

@@ -34,6 +34,7 @@ denied_with(input_doc, text) if {
 known_keys := {
 	"allow", "message", "reasons", "run_as", "rlimits", "landlock", "timeout",
 	"kill_timeout", "env", "cwd", "umask", "max_output_bytes", "max_stdin_bytes",
+	"seccomp", "network", "ipc", "tmpdir",
 }
 
 # ------------------------------------------------------------------- allow
@@ -42,7 +43,10 @@ test_allow_uname if {
 	d := decide(web(["uname", "-a"], "/usr/bin/uname"))
 	d.allow
 	d.reasons == ["web profile: allow-listed tool (see exe)"]
-	d.run_as == {"user": "65534", "group": "65534", "groups": []}
+	d.run_as == {"dynamic": true}
+	d.network == "none"
+	not d.tmpdir
+	not d.seccomp # the default profile
 	d.rlimits == {"cpu": 5, "core": 0, "fsize": 1048576, "nofile": 64, "nproc": 64}
 	d.landlock.rw == ["/dev/null"]
 	"/usr" in d.landlock.ro
@@ -136,8 +140,9 @@ test_convert_stdin_to_stdout if {
 	d.rlimits.as == 1073741824
 	d.rlimits.cpu == 30
 	d.timeout == "60s"
-	"/var/lib/sockwarden/scratch" in d.landlock.rw
-	d.env.MAGICK_TEMPORARY_PATH == "/var/lib/sockwarden/scratch"
+	d.tmpdir == true
+	d.landlock.rw == ["/dev/null"]
+	not d.env.MAGICK_TEMPORARY_PATH
 	d.max_stdin_bytes == 20971520
 }
 

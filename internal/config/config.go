@@ -124,6 +124,10 @@ type Sandbox struct {
 	// DynamicUser range by default); "" turns them off. No user of
 	// /etc/passwd may be in it.
 	DynamicUIDs string `toml:"dynamic_uids"`
+	// TmpDirParent is where the private temporary directories of
+	// decisions with "tmpdir": true are made (a directory of the
+	// server's, searchable by other users); "" turns them off.
+	TmpDirParent string `toml:"tmpdir_parent"`
 }
 
 // CgroupMode is the [sandbox] cgroups setting.
@@ -209,11 +213,12 @@ func Default() *Config {
 			EvalTimeout: Duration(time.Second),
 		},
 		Sandbox: Sandbox{
-			Env:         map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
-			Cwd:         "/",
-			Umask:       0o077,
-			Cgroups:     CgroupsAuto,
-			DynamicUIDs: "61184-65519",
+			Env:          map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
+			Cwd:          "/",
+			Umask:        0o077,
+			Cgroups:      CgroupsAuto,
+			DynamicUIDs:  "61184-65519",
+			TmpDirParent: sandbox.DefaultTmpDir,
 			// No caps by default, as with sockexec: memory is bounded by
 			// backpressure whatever the size; policies set caps per tool.
 		},
@@ -319,6 +324,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.Umask > 0o777 {
 		return bad("sandbox.umask", "want permission bits such as \"0077\"")
+	}
+	if p := c.Sandbox.TmpDirParent; p != "" && !filepath.IsAbs(p) {
+		return bad("sandbox.tmpdir_parent", "want an absolute path, got %q", p)
 	}
 	if c.Sandbox.DynamicUIDs != "" {
 		if _, err := sandbox.ParseUIDRange(c.Sandbox.DynamicUIDs); err != nil {
