@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -152,6 +153,49 @@ var benchCases = []benchCase{
 		spec := cHelperSpec(b)
 		return func() error { return spawnSandbox(spec) }
 	}, false},
+	// The containment layers, one on top of the other, each spawn with a
+	// cgroup: layers-0 is the full sandbox as it was before them (its
+	// seccomp filter only refused MPTCP sockets: no network filter),
+	// layers-6 is the example policy's web profile.
+	{"layers-0-full-before", layered(0), true},
+	{"layers-1-network-filter", layered(1), true},
+	{"layers-2-seccomp-default", layered(2), true},
+	{"layers-3-ipc-namespace", layered(3), true},
+	{"layers-4-network-none", layered(4), true},
+	{"layers-5-dynamic-uid", layered(5), true},
+	{"layers-6-tmpdir", layered(6), true},
+}
+
+// layered returns the spawn of the full spec with the first n containment
+// layers on, on a Spawner with dynamic uids and temporary directories.
+func layered(n int) func(b *testing.B) func() error {
+	return func(b *testing.B) func() error {
+		needCgroups(b)
+		base, err := os.MkdirTemp("", "sockwarden-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(base) })
+		os.Chmod(base, 0o711)
+		prev := testSpawner
+		sp := newTestSpawner(b, Options{Cgroups: CgroupOptions{Parent: testCgroupParent},
+			DynamicUIDs: UIDRange{58000, 58999}, TmpDir: filepath.Join(base, "tmp")})
+		testSpawner = sp
+		b.Cleanup(func() { testSpawner = prev })
+		sp.noNetworkFilter = n < 1
+		spec := fullSpec(b)
+		spec.Landlock.ConnectTCP, spec.Landlock.BindTCP = []uint16{}, []uint16{}
+		if n >= 2 {
+			spec.Seccomp = &Seccomp{Profile: SeccompDefault}
+		}
+		spec.PrivateIPC = n >= 3
+		spec.NoNetwork = n >= 4
+		if n >= 5 {
+			spec.Credential, spec.DynamicUser = nil, true
+		}
+		spec.TmpDir = n >= 6
+		return func() error { return spawnSandbox(spec) }
+	}
 }
 
 func BenchmarkSpawn(b *testing.B) {

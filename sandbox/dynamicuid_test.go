@@ -243,3 +243,45 @@ func TestDynamicUIDRemovesIPC(t *testing.T) {
 		t.Errorf("the segment outlived its request: %v", err)
 	}
 }
+
+// A key request 1 adds to its user keyring (@u), readable by its uid:
+// the default seccomp profile refuses the keyring calls; without a
+// profile, a uid of its own keeps request 2 from reading it; sharing
+// nobody (the control), request 2 reads it.
+func TestKeyringAcrossRequests(t *testing.T) {
+	sp := dynamicSpawner(t, UIDRange{59060, 59069})
+	name := fmt.Sprintf("sockwarden-test-%d", os.Getpid())
+	none := &Seccomp{Profile: SeccompNone}
+	tests := []struct {
+		name      string
+		sc        *Seccomp
+		dynamic   bool
+		add, read string
+	}{
+		{"default profile", &Seccomp{Profile: SeccompDefault}, false, "error: operation not permitted", "error: operation not permitted"},
+		{"no profile, dynamic uids", none, true, "ok", "error: required key not available"},
+		{"no profile, both nobody (control)", none, false, "ok", "ok secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			run := func(args ...string) string {
+				spec := &Spec{Path: testprog, Args: append([]string{"testprog"}, args...), Seccomp: tt.sc, DynamicUser: tt.dynamic}
+				if !tt.dynamic {
+					spec.Credential = nobody
+				}
+				p, err := sp.Start(spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.TrimSpace(collect(t, p).stdout)
+			}
+			t.Cleanup(func() { run("key-clear") })
+			if got := run("key-add", name, "secret"); got != tt.add {
+				t.Errorf("request 1 adds a key: %q, want %q", got, tt.add)
+			}
+			if got := run("key-read", name); got != tt.read {
+				t.Errorf("request 2 reads it: %q, want %q", got, tt.read)
+			}
+		})
+	}
+}

@@ -248,6 +248,10 @@ type checkPlan struct {
 	RunAs          checkRunAs        `json:"run_as"`
 	Rlimits        map[string]uint64 `json:"rlimits,omitempty"`
 	Landlock       *checkLandlock    `json:"landlock,omitempty"`
+	Seccomp        checkSeccomp      `json:"seccomp"`
+	Network        string            `json:"network"`
+	IPC            string            `json:"ipc"`
+	TmpDir         bool              `json:"tmpdir"`
 	Cgroup         *policy.Cgroup    `json:"cgroup,omitempty"`
 	Env            []string          `json:"env"`
 	Cwd            string            `json:"cwd"`
@@ -258,10 +262,22 @@ type checkPlan struct {
 	MaxStdinBytes  int64             `json:"max_stdin_bytes,omitempty"`
 }
 
+// checkRunAs is the identity; a dynamic uid is only known when the
+// request starts (UID and GID then 0).
 type checkRunAs struct {
-	UID    uint32   `json:"uid"`
-	GID    uint32   `json:"gid"`
-	Groups []uint32 `json:"groups"`
+	UID     uint32   `json:"uid"`
+	GID     uint32   `json:"gid"`
+	Groups  []uint32 `json:"groups"`
+	Dynamic bool     `json:"dynamic,omitempty"`
+}
+
+// checkSeccomp says which system call filters the program gets.
+type checkSeccomp struct {
+	Profile string   `json:"profile"`
+	Allow   []string `json:"allow,omitempty"`
+	Deny    []string `json:"deny,omitempty"`
+	Network bool     `json:"network_filter"`
+	UDP     bool     `json:"udp,omitempty"`
 }
 
 type checkLandlock struct {
@@ -319,6 +335,20 @@ func newCheckPlan(pl *plan.Plan) *checkPlan {
 		cp.Landlock = &checkLandlock{RO: l.RO, RW: l.RW, Dropped: pl.DroppedPaths, UnrestrictedTCP: l.UnrestrictedTCP,
 			ConnectTCP: l.ConnectTCP, BindTCP: l.BindTCP, Scope: l.Scope, BestEffort: l.BestEffort}
 	}
+	cp.Seccomp.Profile = sandbox.SeccompNone
+	if sc := spec.Seccomp; sc != nil {
+		cp.Seccomp = checkSeccomp{Profile: sc.Profile, Allow: sc.Allow, Deny: sc.Deny}
+	}
+	if l := spec.Landlock; l != nil && !l.UnrestrictedTCP {
+		cp.Seccomp.Network, cp.Seccomp.UDP = true, l.UDP
+	}
+	cp.Network, cp.IPC, cp.TmpDir = "host", "host", spec.TmpDir
+	if spec.NoNetwork {
+		cp.Network = "none"
+	}
+	if spec.PrivateIPC {
+		cp.IPC = "private"
+	}
 	if c := spec.Cgroup; c != nil {
 		cp.Cgroup = &policy.Cgroup{MemoryMax: c.MemoryMax, MemorySwapMax: c.MemorySwapMax, PidsMax: c.PidsMax, CPUMax: c.CPUMax}
 	}
@@ -327,6 +357,8 @@ func newCheckPlan(pl *plan.Plan) *checkPlan {
 	}
 	if c := spec.Credential; c != nil {
 		cp.RunAs = checkRunAs{UID: c.UID, GID: c.GID, Groups: c.Groups}
+	} else if spec.DynamicUser {
+		cp.RunAs = checkRunAs{Dynamic: true}
 	} else {
 		cp.RunAs = checkRunAs{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	}

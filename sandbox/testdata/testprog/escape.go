@@ -131,6 +131,41 @@ func escape(cmd string, arg func(int) string) bool {
 			out = append(out, i.Name+":"+state)
 		}
 		fmt.Println("ok", strings.Join(out, " "))
+	case "key-add": // key-add NAME DATA: a "user" key in the user keyring (@u), readable by the uid
+		// Possess @u, as a login session does (pam_keyinit links it).
+		_, err := unix.KeyctlInt(unix.KEYCTL_LINK, unix.KEY_SPEC_USER_KEYRING, unix.KEY_SPEC_SESSION_KEYRING, 0, 0)
+		id := 0
+		if err == nil {
+			id, err = unix.AddKey("user", arg(2), []byte(arg(3)), unix.KEY_SPEC_USER_KEYRING)
+		}
+		if err == nil {
+			err = unix.KeyctlSetperm(id, 0x3f3f0000) // possessor and user: all
+		}
+		report(err)
+	case "key-read": // key-read NAME: the key NAME of the user keyring
+		_, err := unix.KeyctlInt(unix.KEYCTL_LINK, unix.KEY_SPEC_USER_KEYRING, unix.KEY_SPEC_SESSION_KEYRING, 0, 0)
+		if err != nil {
+			report(err)
+			return true
+		}
+		id, err := unix.KeyctlSearch(unix.KEY_SPEC_USER_KEYRING, "user", arg(2), 0)
+		if err != nil {
+			report(err)
+			return true
+		}
+		buf := make([]byte, 256)
+		n, err := unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0)
+		if err != nil {
+			report(err)
+			return true
+		}
+		fmt.Printf("ok %s\n", buf[:n])
+	case "key-clear": // empty the user keyring
+		_, err := unix.KeyctlInt(unix.KEYCTL_LINK, unix.KEY_SPEC_USER_KEYRING, unix.KEY_SPEC_SESSION_KEYRING, 0, 0)
+		if err == nil {
+			_, err = unix.KeyctlInt(unix.KEYCTL_CLEAR, unix.KEY_SPEC_USER_KEYRING, 0, 0, 0)
+		}
+		report(err)
 	case "ptrace": // ptrace PID: attach to another process, and detach
 		pid, _ := strconv.Atoi(arg(2))
 		if err := unix.PtraceAttach(pid); err != nil {
