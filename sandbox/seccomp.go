@@ -112,6 +112,22 @@ func (sp *Spawner) prepareFilters(s *Seccomp, restrictTCP, udp bool) ([]seccomp.
 	if err := CheckSeccomp(s, restrictTCP); err != nil {
 		return nil, rep, fmt.Errorf("sandbox: %w", err)
 	}
+	if s != nil && s.Profile == SeccompDefault && restrictTCP && !sp.noNetworkFilter {
+		// Both as one filter, which costs a child about half as much to
+		// install as two; not when the decision's deny touches the
+		// network filter's calls.
+		key := fmt.Sprintf("merged\x00%v\x00%s\x00%s", udp, strings.Join(s.Allow, ","), strings.Join(s.Deny, ","))
+		prog, err := sp.filters.get(key, func() (seccomp.Program, error) {
+			return seccomp.CompileDefaultWithNetwork(s.Allow, s.Deny, udp)
+		})
+		switch {
+		case err == nil:
+			rep = SeccompReport{Profile: s.Profile, Allow: s.Allow, Deny: s.Deny, Network: true, UDP: udp}
+			return []seccomp.Program{prog}, rep, nil
+		case !errors.Is(err, seccomp.ErrNotMergeable):
+			return nil, rep, fmt.Errorf("sandbox: %w", err)
+		}
+	}
 	if s != nil {
 		rep.Profile, rep.Allow, rep.Deny = s.Profile, s.Allow, s.Deny
 		key := s.Profile + "\x00" + strings.Join(s.Allow, ",") + "\x00" + strings.Join(s.Deny, ",")

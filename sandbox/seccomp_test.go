@@ -81,21 +81,33 @@ func TestNetworkFilter(t *testing.T) {
 		{"UDP sendto", closed, []string{"udp", fmt.Sprint(udpPort)}, "error: socket: operation not permitted"},
 		{"UDP sendto, UDP allowed", withUDP, []string{"udp", fmt.Sprint(udpPort)}, "ok"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := run(t, &Spec{Path: testprog, Args: append([]string{"testprog"}, tt.args...), Credential: nobody, Landlock: tt.ll})
-			if !strings.HasPrefix(r.stdout, tt.want) {
-				t.Errorf("got %q (stderr %q), want %q", r.stdout, r.stderr, tt.want)
-			}
-		})
-	}
-	select {
-	case d := <-udpGot:
-		if d != "hello" {
-			t.Errorf("UDP sink got %q", d)
+	// Once with the network filter alone, once merged with the default
+	// profile into one filter; the other sockets still work in both.
+	tests = append(tests, []struct {
+		name string
+		ll   *Landlock
+		args []string
+		want string
+	}{
+		{"UNIX and netlink sockets", closed, []string{"interfaces"}, "ok lo:up"},
+	}...)
+	for _, sc := range []*Seccomp{nil, {Profile: SeccompDefault}} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s, profile %v", tt.name, sc != nil), func(t *testing.T) {
+				r := run(t, &Spec{Path: testprog, Args: append([]string{"testprog"}, tt.args...), Credential: nobody, Landlock: tt.ll, Seccomp: sc})
+				if !strings.HasPrefix(r.stdout, tt.want) {
+					t.Errorf("got %q (stderr %q), want %q", r.stdout, r.stderr, tt.want)
+				}
+			})
 		}
-	case <-time.After(5 * time.Second):
-		t.Error("the allowed UDP datagram never arrived")
+		select {
+		case d := <-udpGot:
+			if d != "hello" {
+				t.Errorf("UDP sink got %q", d)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("the allowed UDP datagram never arrived")
+		}
 	}
 	select {
 	case d := <-udpGot:

@@ -1,6 +1,7 @@
 package seccomp
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -73,4 +74,18 @@ func BenchmarkCompile(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestMergedDomains(t *testing.T) {
+	p, err := CompileDefaultWithNetwork(nil, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("merged: %d instructions", len(p))
+	if _, err := CompileDefaultWithNetwork(nil, []string{"sendto"}, false); !errors.Is(err, ErrNotMergeable) {
+		t.Errorf("deny sendto: %v, want ErrNotMergeable", err)
+	}
+	if _, err := CompileDefaultWithNetwork([]string{"io_uring_setup"}, nil, false); err == nil {
+		t.Error("allowing io_uring under restricted TCP compiled")
+	}
 }
