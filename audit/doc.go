@@ -37,7 +37,10 @@
 //     sockwarden.decision.{allow,reasons}, sockwarden.policy.revision,
 //     sockwarden.policy.cached (true when the decision came from the
 //     decision cache; absent otherwise),
-//     sockwarden.peer.{pid,exe}. A deny has event.outcome "failure".
+//     sockwarden.peer.{pid,exe}, sockwarden.argv.{sha256,cut,omitted,
+//     fields_cut} (the whole argv's hash; what was cut to keep the
+//     record within Options.MaxRecordBytes). A deny has event.outcome
+//     "failure".
 //   - exec.start: process.{pid,pgid,executable,working_directory}, user.*
 //     and group.* (the identity the child runs as),
 //     sockwarden.run_as.groups (and .dynamic, true for a dynamic uid), sockwarden.rlimits (name -> limit, -1 for

@@ -76,7 +76,10 @@ func (l *Logger) appendHead(b []byte, h *head, now time.Time, seq uint64) []byte
 // sockwarden object and append its members, each followed by a comma;
 // Logger.commit appends the chain object and closes the record.
 
-func appendDecision(b []byte, d *Decision) []byte {
+// appendDecision appends d, whose argv may be a cut one (see bound.go):
+// argc is the original count, sum the whole argv's SHA-256 and cut what
+// was left out (nil: nothing).
+func appendDecision(b []byte, d *Decision, argc int, sum string, cut *argvCut) []byte {
 	if d.Message != "" {
 		b = append(b, `,"message":`...)
 		b = appendString(b, d.Message)
@@ -90,7 +93,7 @@ func appendDecision(b []byte, d *Decision) []byte {
 	b = append(b, `"args":`...)
 	b = appendStrings(b, d.Argv)
 	b = append(b, `,"args_count":`...)
-	b = strconv.AppendInt(b, int64(len(d.Argv)), 10)
+	b = strconv.AppendInt(b, int64(argc), 10)
 	b = append(b, '}')
 	b = appendClient(b, &d.Peer)
 	b = appendError(b, d.Error)
@@ -104,6 +107,7 @@ func appendDecision(b []byte, d *Decision) []byte {
 		b = append(b, `,"cached":true`...)
 	}
 	b = append(b, `},`...)
+	b = appendArgvInfo(b, sum, cut)
 	b = appendPeer(b, &d.Peer)
 	return b
 }

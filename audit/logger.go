@@ -38,6 +38,10 @@ type Options struct {
 	Host string
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
+	// MaxRecordBytes bounds every record (see Bounded records in
+	// bound.go); 0 means DefaultMaxRecordBytes, and values under
+	// MinMaxRecordBytes are raised to it.
+	MaxRecordBytes int
 	// OnHealthChange, if set, is called (without any lock of the Logger
 	// held) with the new health each time it changes: the write error
 	// when the Logger becomes unhealthy, nil when it recovers.
@@ -48,12 +52,13 @@ type Options struct {
 // sequence numbering, hash chaining and the write happen under one
 // mutex, so records appear in the sink in seq order.
 type Logger struct {
-	mu       sync.Mutex
-	sink     Sink
-	now      func() time.Time
-	hostJSON []byte
-	onHealth func(error)
-	pid      int
+	mu        sync.Mutex
+	maxRecord int
+	sink      Sink
+	now       func() time.Time
+	hostJSON  []byte
+	onHealth  func(error)
+	pid       int
 
 	seq     uint64   // seq of the last record written
 	prevHex [64]byte // chain.hash of the last record written
@@ -78,13 +83,21 @@ func New(sink Sink, opts Options) *Logger {
 	if now == nil {
 		now = time.Now
 	}
+	maxRecord := opts.MaxRecordBytes
+	switch {
+	case maxRecord == 0:
+		maxRecord = DefaultMaxRecordBytes
+	case maxRecord < MinMaxRecordBytes:
+		maxRecord = MinMaxRecordBytes
+	}
 	l := &Logger{
-		sink:     sink,
-		now:      now,
-		hostJSON: appendString(nil, host),
-		onHealth: opts.OnHealthChange,
-		pid:      os.Getpid(),
-		buf:      make([]byte, 0, 1024),
+		maxRecord: maxRecord,
+		sink:      sink,
+		now:       now,
+		hostJSON:  appendString(nil, host),
+		onHealth:  opts.OnHealthChange,
+		pid:       os.Getpid(),
+		buf:       make([]byte, 0, 1024),
 	}
 	copy(l.prevHex[:], Genesis)
 	return l
@@ -259,7 +272,9 @@ func (l *Logger) Decision(d Decision) error {
 	if err != nil {
 		return err
 	}
-	return l.finish(appendDecision(b, &d), h.action)
+	sum := ArgvSHA256(d.Argv)
+	shown, cut := boundDecision(&d, sum, len(b), l.maxRecord)
+	return l.finish(appendDecision(b, shown, len(d.Argv), sum, cut), h.action)
 }
 
 // Start writes an exec.start record.
@@ -268,6 +283,13 @@ func (l *Logger) Start(s Start) error {
 	b, _, err := l.begin(&h)
 	if err != nil {
 		return err
+	}
+	// The executable is the caller's argv[0] when absolute, and an error
+	// may quote it: a path's worth (PATH_MAX) each at most.
+	for _, f := range []*string{&s.Exe, &s.Dir, &s.Error} {
+		if len(*f) > 4096 {
+			*f = cutUTF8(*f, 4096) + "…"
+		}
 	}
 	return l.finish(appendStart(b, &s), h.action)
 }

@@ -224,7 +224,7 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 		cn.refuseUnaudited(br, err)
 		return false
 	}
-	cn.log.Debug("started", "argv", argv, "exe", spec.Path, "pid", proc.Pid)
+	cn.log.Debug("started", "argv", audit.ArgvPreview(argv), "argv_sha256", audit.ArgvSHA256(argv), "exe", spec.Path, "pid", proc.Pid)
 
 	if pl.Timeout > 0 {
 		if d := time.Now().Add(pl.Timeout); deadline.IsZero() || d.Before(deadline) {

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/peer"
 	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/policy"
@@ -44,7 +46,14 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	}
 	switch {
 	case !pl.Allow:
-		cn.log.Info("request denied", "argv", argv, "exe", exe, "message", pl.Message, "reasons", pl.Reasons)
+		// Never the whole argv, nor words of the policy that may quote
+		// it: the audit record has them, bounded.
+		var reason string
+		if len(pl.Reasons) > 0 {
+			reason = logPrefix(pl.Reasons[0])
+		}
+		cn.log.Info("request denied", "argv", audit.ArgvPreview(argv), "argv_sha256", audit.ArgvSHA256(argv), "exe", logPrefix(exe),
+			"message", logPrefix(pl.Message), "reason", reason, "reasons", len(pl.Reasons))
 	case pl.StartErr != nil:
 		// An allowed request that does not run says so in the trail, as
 		// a spawn failure does.
@@ -158,4 +167,13 @@ func (p *judgePool) judge(j *judgeJob) {
 			return
 		}
 	}
+}
+
+// logPrefix is s on one line, cut to 200 bytes, for the operator log.
+func logPrefix(s string) string {
+	s = plan.OneLine(s)
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	return s
 }

@@ -616,6 +616,7 @@ func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
 		return nil, fmt.Errorf("audit.sink: unknown sink %q", c.Sink)
 	}
 	return audit.New(sink, audit.Options{
+		MaxRecordBytes: c.MaxRecordBytes,
 		OnHealthChange: func(err error) {
 			if err != nil && c.OnFailure == "continue" {
 				slog.Error("audit log failing; requests still run (on_failure = continue)", "err", err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/sandbox"
 )
 
@@ -180,6 +181,9 @@ type Audit struct {
 	OnFailure string `toml:"on_failure"`
 	// SyslogSocket is the local syslog socket of the "syslog" sink.
 	SyslogSocket string `toml:"syslog_socket"`
+	// MaxRecordBytes bounds every record: a request's argv (and the
+	// policy's words) are cut to fit, with the whole argv's SHA-256 kept.
+	MaxRecordBytes int `toml:"max_record_bytes"`
 }
 
 // Log configures the operator log.
@@ -223,10 +227,11 @@ func Default() *Config {
 			// backpressure whatever the size; policies set caps per tool.
 		},
 		Audit: Audit{
-			Sink:         "stdout",
-			Fsync:        "none",
-			OnFailure:    "refuse",
-			SyslogSocket: "/dev/log",
+			Sink:           "stdout",
+			Fsync:          "none",
+			OnFailure:      "refuse",
+			SyslogSocket:   "/dev/log",
+			MaxRecordBytes: audit.DefaultMaxRecordBytes,
 		},
 		Log: Log{Format: "auto", Level: "info"},
 	}
@@ -321,6 +326,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.EvalTimeout <= 0 {
 		return bad("policy.eval_timeout", "must be positive")
+	}
+	if c.Audit.MaxRecordBytes < audit.MinMaxRecordBytes {
+		return bad("audit.max_record_bytes", "want at least %d, got %d", audit.MinMaxRecordBytes, c.Audit.MaxRecordBytes)
 	}
 	if c.Sandbox.Umask > 0o777 {
 		return bad("sandbox.umask", "want permission bits such as \"0077\"")

@@ -36,6 +36,7 @@ func TestParseErrors(t *testing.T) {
 		{"socket path too long", "[server]\nsocket = \"/" + strings.Repeat("x", 120) + "\"\n", "server.socket: want an absolute path of fewer than 108 bytes"},
 		{"syslog to an address", "[audit]\nsink = \"syslog\"\nsyslog_socket = \"127.0.0.1:514\"\n", "cfg.toml:3: audit.syslog_socket: want the absolute path"},
 		{"bad cgroups mode", "[sandbox]\ncgroups = \"sometimes\"\n", "cfg.toml:2: sandbox.cgroups: want \"auto\", \"required\" or \"off\""},
+		{"tiny audit records", "[audit]\nmax_record_bytes = 100\n", "audit.max_record_bytes: want at least 4096, got 100"},
 		{"relative tmpdir parent", "[sandbox]\ntmpdir_parent = \"tmp\"\n", "sandbox.tmpdir_parent: want an absolute path"},
 		{"bad dynamic uid range", "[sandbox]\ndynamic_uids = \"65519-61184\"\n", "sandbox.dynamic_uids: \"65519-61184\" is not a uid range"},
 	}
