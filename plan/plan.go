@@ -152,6 +152,9 @@ func (h Host) String() string {
 	}
 	if r := h.Caps.DynamicUIDs; r.First != 0 {
 		fmt.Fprintf(&b, "; dynamic uids %v", r)
+		if n := h.Caps.DynamicUIDsHeld; n > 0 {
+			fmt.Fprintf(&b, " (%d held by processes running at start-up, kept out until they end)", n)
+		}
 	}
 	if h.Caps.TmpDir != "" {
 		fmt.Fprintf(&b, "; private tmpdirs under %s", h.Caps.TmpDir)
