@@ -20,7 +20,8 @@
 //	event.category  ["process"], ["network"] or ["configuration"]
 //	event.type      ["access"|"start"|"end"|"info"|"error"|"change"]
 //	event.action    exec.decision, exec.start, exec.exit, exec.kill,
-//	                protocol.error, policy.reload, server.start, server.stop
+//	                protocol.error, quota.exceeded, policy.reload, server.start,
+//	                server.stop
 //	event.outcome   "success" or "failure"
 //	event.dataset   "sockwarden.audit"
 //	seq             1, 2, 3... gap-free within one server run
@@ -61,6 +62,8 @@
 //   - exec.kill: event.reason (timeout, disconnect, output_limit,
 //     stdin_limit, output_buffer, shutdown, protocol_error), process.{pid,pgid},
 //     sockwarden.kill.{signal,escalated}.
+//   - quota.exceeded: client.user.*, sockwarden.quota.{kind,limit,refused,
+//     since} (one record per caller per interval), sockwarden.peer.
 //   - protocol.error: error.message, client.user.*, sockwarden.peer,
 //     sockwarden.protocol.bytes_read.
 //   - policy.reload: sockwarden.policy.{revision,source}, error.message.

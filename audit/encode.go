@@ -25,6 +25,7 @@ var categories = map[string]string{
 	ActionExit:          `"category":["process"],"type":["end"]`,
 	ActionKill:          `"category":["process"],"type":["info"]`,
 	ActionProtocolError: `"category":["network"],"type":["error"]`,
+	ActionQuota:         `"category":["network"],"type":["denied"]`,
 	ActionPolicyReload:  `"category":["configuration"],"type":["change"]`,
 	ActionServerStart:   `"category":["process"],"type":["start"]`,
 	ActionServerStop:    `"category":["process"],"type":["end"]`,
@@ -316,6 +317,21 @@ func appendKill(b []byte, k *Kill) []byte {
 	b = append(b, `,"escalated":`...)
 	b = strconv.AppendBool(b, k.Escalated)
 	b = append(b, `},`...)
+	return b
+}
+
+func appendQuota(b []byte, q *Quota) []byte {
+	b = appendClient(b, &q.Peer)
+	b = append(b, `,"sockwarden":{"quota":{"kind":`...)
+	b = appendString(b, q.Kind)
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, int64(q.Limit), 10)
+	b = append(b, `,"refused":`...)
+	b = strconv.AppendInt(b, q.Refused, 10)
+	b = append(b, `,"since":"`...)
+	b = q.Since.UTC().AppendFormat(b, timeLayout)
+	b = append(b, `"},`...)
+	b = appendPeer(b, &q.Peer)
 	return b
 }
 

@@ -13,9 +13,12 @@ const (
 	ActionExit          = "exec.exit"
 	ActionKill          = "exec.kill"
 	ActionProtocolError = "protocol.error"
-	ActionPolicyReload  = "policy.reload"
-	ActionServerStart   = "server.start"
-	ActionServerStop    = "server.stop"
+	// ActionQuota is a caller's connections turned away over its quota,
+	// one record per caller per interval with the count.
+	ActionQuota        = "quota.exceeded"
+	ActionPolicyReload = "policy.reload"
+	ActionServerStart  = "server.start"
+	ActionServerStop   = "server.stop"
 )
 
 // Kill reasons: the value of event.reason in an exec.kill record.
@@ -242,6 +245,21 @@ type ProtocolError struct {
 	Error string
 	// BytesRead is how many bytes were read from the client.
 	BytesRead int64
+}
+
+// Quota records the connections of one caller turned away over its quota
+// during an interval (quota.exceeded): one record for many refusals.
+type Quota struct {
+	// Peer is the caller (the last one refused: the uid is what counts).
+	Peer Peer
+	// Kind is what ran out: "connections".
+	Kind string
+	// Limit is the caller's quota.
+	Limit int
+	// Refused is how many connections were turned away in the interval.
+	Refused int64
+	// Since is when the first of them was.
+	Since time.Time
 }
 
 // PolicyReload records an attempt to load a new policy (policy.reload).

@@ -330,6 +330,16 @@ func (l *Logger) ProtocolError(p ProtocolError) error {
 	return l.finish(appendProtocolError(b, &p), h.action)
 }
 
+// Quota writes a quota.exceeded record.
+func (l *Logger) Quota(q Quota) error {
+	h := head{action: ActionQuota, success: false}
+	b, _, err := l.begin(&h)
+	if err != nil {
+		return err
+	}
+	return l.finish(appendQuota(b, &q), h.action)
+}
+
 // PolicyReload writes a policy.reload record.
 func (l *Logger) PolicyReload(p PolicyReload) error {
 	h := head{action: ActionPolicyReload, success: p.Error == ""}

@@ -106,6 +106,8 @@ type conn struct {
 	stdinBytes    atomic.Int64 // forwarded to the child
 	stdinTrunc    atomic.Bool
 	released      atomic.Bool // the connection's slot was given back
+	quotaUID      uint32      // the caller whose quota this connection counts in
+	inQuota       bool        // counted (the caller's credentials were read)
 }
 
 // streamStats counts one output stream for the audit trail.
@@ -254,6 +256,9 @@ func (cn *conn) replyNotRun(br *bufio.Reader, line string, status int) {
 func (cn *conn) release() {
 	if cn.released.CompareAndSwap(false, true) {
 		cn.s.active.Add(-1)
+		if cn.inQuota {
+			cn.s.quotas.leave(cn.quotaUID)
+		}
 	}
 }
 

@@ -213,7 +213,7 @@ func (a *blockingAuth) Authorize(ctx context.Context, req *Request) (*policy.Dec
 func TestJudgementsNotQueued(t *testing.T) {
 	want := newJudgePool().max + 3
 	a := &blockingAuth{want: want, all: make(chan struct{})}
-	_, sock := startServer(t, Config{Authorizer: a, MaxConns: int(want) + 1})
+	_, sock := startServer(t, Config{Authorizer: a, MaxConns: int(want) + 1, MaxConnsPerUID: -1}) // one uid
 	var wg sync.WaitGroup
 	for range want {
 		wg.Add(1)

@@ -50,6 +50,14 @@ type Config struct {
 	// MaxConns is the number of connections served at once; extra
 	// connections are closed at once (sockexec's -m).
 	MaxConns int
+	// MaxConnsPerUID is the number of connections one caller uid may
+	// hold at once (see Quotas per caller in quota.go); 0 means half of
+	// MaxConns, negative means no per-caller limit.
+	MaxConnsPerUID int
+	// QuotaInterval is how often a caller's refused connections are
+	// recorded (one record with the count); 0 means
+	// DefaultQuotaInterval.
+	QuotaInterval time.Duration
 	// Deadline bounds each connection's life; at the deadline the child
 	// is killed (sockexec's -t). Negative means no deadline.
 	Deadline time.Duration
@@ -155,16 +163,18 @@ type Server struct {
 	defaults     atomic.Pointer[plan.Defaults]
 	judges       *judgePool
 	poller       *poller
+	quotas       *quotas
 
 	mu       sync.Mutex
 	listener *net.UnixListener
 	conns    map[*conn]struct{}
 	wg       sync.WaitGroup // one per connection handler
 
-	active    atomic.Int64 // connections being served
-	lingering atomic.Int64 // connections past their reply, draining late input
-	rejected  atomic.Int64 // connections closed over the limit
-	served    atomic.Int64 // requests completed
+	active      atomic.Int64 // connections being served
+	lingering   atomic.Int64 // connections past their reply, draining late input
+	busyLingers atomic.Int64 // refused connections draining late input
+	rejected    atomic.Int64 // connections closed over the limit
+	served      atomic.Int64 // requests completed
 }
 
 // New returns a server with the given configuration. It fails when the
@@ -196,10 +206,11 @@ func New(cfg Config) (*Server, error) {
 	sp := s.spawner
 	s.planner = plan.NewPlanner(plan.ThisProcess(sp.Capabilities(), sp.Existing))
 	s.limits.Store(&Limits{
-		MaxConns: cfg.MaxConns, Deadline: cfg.Deadline, KillTimeout: cfg.KillTimeout, Path: cfg.Path,
+		MaxConns: cfg.MaxConns, MaxConnsPerUID: cfg.MaxConnsPerUID, Deadline: cfg.Deadline, KillTimeout: cfg.KillTimeout, Path: cfg.Path,
 		MaxArgs: cfg.MaxArgs, MaxArgBytes: cfg.MaxArgBytes, MaxArgvBytes: cfg.MaxArgvBytes,
 	})
 	s.SetDefaults(cfg.Defaults)
+	s.quotas = newQuotas(cfg.QuotaInterval, s.recordQuota)
 	s.realtime.Store(true)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -212,6 +223,7 @@ func New(cfg Config) (*Server, error) {
 // value in force.
 type Limits struct {
 	MaxConns                  int
+	MaxConnsPerUID            int
 	Deadline                  time.Duration
 	KillTimeout               time.Duration
 	Path                      string
@@ -231,6 +243,7 @@ func (s *Server) SetLimits(l Limits) {
 		}
 	}
 	set(&cur.MaxConns, l.MaxConns)
+	set(&cur.MaxConnsPerUID, l.MaxConnsPerUID)
 	set(&cur.MaxArgs, l.MaxArgs)
 	if l.Deadline != 0 {
 		cur.Deadline = l.Deadline
@@ -290,14 +303,27 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			continue
 		}
 		backoff = 0
-		if maxConns := s.limits.Load().MaxConns; s.active.Load() >= int64(maxConns) {
+		lim := s.limits.Load()
+		// The caller's quota first, the global limit last.
+		p, perr := peer.FromConn(c)
+		if perr == nil && !s.quotas.admit(p, lim.perUID()) {
 			s.rejected.Add(1)
-			s.log.Warn("connection limit reached; closing new connection", "max_conns", maxConns)
+			s.quotas.refuse(p, lim.perUID())
+			replyBusy(c, p.UID, lim.perUID(), lim.MaxConns, s.lingerBusy)
+			continue
+		}
+		if s.active.Load() >= int64(lim.MaxConns) {
+			if perr == nil {
+				s.quotas.leave(p.UID)
+			}
+			s.rejected.Add(1)
+			s.log.Warn("connection limit reached; closing new connection", "max_conns", lim.MaxConns)
 			c.Close()
 			continue
 		}
 		s.active.Add(1)
 		cn := newConn(s, c)
+		cn.quotaUID, cn.inQuota = p.UID, perr == nil
 		s.mu.Lock()
 		s.conns[cn] = struct{}{}
 		s.wg.Add(1)
@@ -324,6 +350,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.quotas.close()
 		s.poller.close()
 		if s.ownSpawn {
 			s.spawner.Close()
@@ -339,6 +366,22 @@ type Stats struct {
 	Active   int64 // connections being served
 	Rejected int64 // connections closed because of the limit
 	Served   int64 // requests that reached a final reply or were closed
+}
+
+// Usage returns each caller's connections and the refusals not yet
+// recorded, by uid.
+func (s *Server) Usage() []Usage { return s.quotas.usage() }
+
+// recordQuota records a caller's refused connections: one audit record
+// and one WARN per caller per QuotaInterval.
+func (s *Server) recordQuota(q audit.Quota) {
+	s.log.Warn("connections over a caller's quota turned away", "peer_uid", q.Peer.UID, "limit", q.Limit,
+		"refused", q.Refused, "since", q.Since.Format(time.RFC3339))
+	if a := s.cfg.Audit; a != nil {
+		if err := a.Quota(q); err != nil {
+			s.log.Error("audit", "err", err)
+		}
+	}
 }
 
 // Stats returns the server's counters.

@@ -246,7 +246,9 @@ func rssKiB(t testing.TB, pid int) int {
 // Over the connection limit, an extra connection is closed at once and
 // the others keep working.
 func TestConnectionLimit(t *testing.T) {
-	ts := startServer(t, "-m", "2")
+	// sockexec's -m: the global limit (one uid here: no caller quota).
+	cfg, _ := auditConfig(t, shortTempDir(t), noCallerQuota)
+	ts := startServer(t, "-c", cfg, "-m", "2")
 	// Hold both slots; the start-up probe may still hold one for a moment.
 	var held []net.Conn
 	var decs []*netstring.Decoder

@@ -317,7 +317,9 @@ func TestSlowloris(t *testing.T) {
 // rest go at the deadline; the server serves again afterwards and holds
 // nothing of them.
 func TestIdleFlood(t *testing.T) {
-	ts, tr := startAuditServer(t, "-t", "3")
+	// One uid opens them all: the global limit alone, without the
+	// caller quota (TestCallerQuota).
+	ts, tr := startAuditServerExtra(t, noCallerQuota, "-t", "3")
 	pid := ts.Cmd.Process.Pid
 	ts.assertAlive(t)
 	// The liveness connection lingers for a second after its reply.

@@ -97,7 +97,7 @@ func TestLoadThroughput(t *testing.T) {
 	needLoad(t)
 	raiseNoFile(t)
 	const total, workers = 20000, 64
-	ts, tr := startAuditServer(t, "-m", "100")
+	ts, tr := startAuditServerExtra(t, noCallerQuota, "-m", "100") // 64 clients of one uid
 	pid := ts.Cmd.Process.Pid
 
 	run := func(n int) (lat []time.Duration, errs []string, el time.Duration) {
@@ -204,7 +204,7 @@ func TestLoadHeldConnections(t *testing.T) {
 	// evaluation timed out"), which is fail-closed and not what this test
 	// measures. The evaluation times are reported.
 	dir := shortTempDir(t)
-	cfg, tr := auditConfig(t, dir, "[policy]\neval_timeout = \"10s\"\n")
+	cfg, tr := auditConfig(t, dir, "[policy]\neval_timeout = \"10s\"\n"+noCallerQuota)
 	ts := startServer(t, "-c", cfg, "-m", "2100", "-q", "2048", "-t", "120", "-k", "2")
 	pid := ts.Cmd.Process.Pid
 	ts.assertAlive(t)
@@ -327,7 +327,7 @@ func TestLoadConnectionBurst(t *testing.T) {
 	needLoad(t)
 	raiseNoFile(t)
 	const n, limit = 500, 50
-	ts, _ := startAuditServer(t, "-m", strconv.Itoa(limit), "-t", "30")
+	ts, _ := startAuditServerExtra(t, noCallerQuota, "-m", strconv.Itoa(limit), "-t", "30")
 	pid := ts.Cmd.Process.Pid
 	ts.assertAlive(t)
 	time.Sleep(1500 * time.Millisecond)

@@ -281,20 +281,22 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	lim := serverLimits(cfg)
 	srv, err := server.New(server.Config{
-		Socket:       sc.Socket,
-		MaxConns:     lim.MaxConns,
-		Deadline:     lim.Deadline,
-		KillTimeout:  lim.KillTimeout,
-		Path:         lim.Path,
-		MaxArgs:      lim.MaxArgs,
-		MaxArgBytes:  lim.MaxArgBytes,
-		MaxArgvBytes: lim.MaxArgvBytes,
-		OutputBuffer: sc.OutputBuffer,
-		Logger:       log,
-		Authorizer:   gate,
-		Defaults:     sandboxDefaults(cfg),
-		Spawner:      spawner,
-		Audit:        trail,
+		Socket:         sc.Socket,
+		MaxConns:       lim.MaxConns,
+		MaxConnsPerUID: lim.MaxConnsPerUID,
+		QuotaInterval:  time.Duration(sc.QuotaInterval),
+		Deadline:       lim.Deadline,
+		KillTimeout:    lim.KillTimeout,
+		Path:           lim.Path,
+		MaxArgs:        lim.MaxArgs,
+		MaxArgBytes:    lim.MaxArgBytes,
+		MaxArgvBytes:   lim.MaxArgvBytes,
+		OutputBuffer:   sc.OutputBuffer,
+		Logger:         log,
+		Authorizer:     gate,
+		Defaults:       sandboxDefaults(cfg),
+		Spawner:        spawner,
+		Audit:          trail,
 		// on_failure = "continue": run requests even when unrecorded.
 		AuditBestEffort: cfg.Audit.OnFailure == "continue",
 	})
@@ -453,7 +455,7 @@ func reloadConfig(log *slog.Logger, args []string, cur *config.Config) (next *co
 // range need a restart.
 func liveKey(key string) bool {
 	switch key {
-	case "server.timeout", "server.kill_timeout", "server.max_conns", "server.path",
+	case "server.timeout", "server.kill_timeout", "server.max_conns", "server.max_conns_per_uid", "server.path",
 		"server.max_args", "server.max_arg_bytes", "server.max_argv_bytes", "log.level":
 		return true
 	case "sandbox.cgroups", "sandbox.cgroup_parent", "sandbox.dynamic_uids", "sandbox.tmpdir_parent":
@@ -504,8 +506,12 @@ func serverLimits(c *config.Config) server.Limits {
 	if deadline == 0 {
 		deadline = -1
 	}
+	perUID := c.Server.MaxConnsPerUID
+	if perUID == 0 {
+		perUID = max(1, c.Server.MaxConns/2) // explicit, so that a reload back to the default applies
+	}
 	return server.Limits{
-		MaxConns: c.Server.MaxConns, Deadline: deadline, KillTimeout: time.Duration(c.Server.KillTimeout),
+		MaxConns: c.Server.MaxConns, MaxConnsPerUID: perUID, Deadline: deadline, KillTimeout: time.Duration(c.Server.KillTimeout),
 		Path: c.Server.Path, MaxArgs: c.Server.MaxArgs, MaxArgBytes: c.Server.MaxArgBytes, MaxArgvBytes: c.Server.MaxArgvBytes,
 	}
 }
@@ -699,8 +705,11 @@ func printConfig(args []string, stdout, stderr io.Writer) int {
 func dumpState(log *slog.Logger, srv *server.Server) {
 	st := srv.Stats()
 	log.Info("state", "active", st.Active, "served", st.Served, "rejected", st.Rejected)
+	for _, u := range srv.Usage() {
+		log.Info("caller", "uid", u.UID, "connections", u.Conns, "refused_unrecorded", u.Refused)
+	}
 	for _, c := range srv.Conns() {
 		log.Info("connection", "request_id", c.RequestID, "state", c.State.String(), "peer_pid", c.Peer.PID, "peer_uid", c.Peer.UID,
-			"argv", c.Argv, "child_pid", c.ChildPid, "age", time.Since(c.Since).Round(time.Millisecond).String())
+			"argv", audit.ArgvPreview(c.Argv), "child_pid", c.ChildPid, "age", time.Since(c.Since).Round(time.Millisecond).String())
 	}
 }

@@ -108,7 +108,7 @@ func TestSIGUSR1Dump(t *testing.T) {
 	ts.Cmd.Process.Signal(syscall.SIGUSR1)
 	ts.waitLog(t, `"msg":"connection"`, n)
 	logs := ts.logs.String()
-	if !strings.Contains(logs, `"child_pid":`+strings.TrimSpace(pid)) || !strings.Contains(logs, `"argv":["sh","-c"`) {
+	if !strings.Contains(logs, `"child_pid":`+strings.TrimSpace(pid)) || !strings.Contains(logs, `"argv":"sh -c echo $$; exec sleep 30 (3 args)"`) {
 		t.Errorf("dump does not show the connection's child %s:\n%s", strings.TrimSpace(pid), logs)
 	}
 	if !strings.Contains(logs, `"msg":"state"`) {

@@ -44,7 +44,18 @@ func auditConfig(t testing.TB, dir, extra string) (cfgPath string, tr *trail) {
 // file, args being further flags.
 func startAuditServer(t testing.TB, args ...string) (*testServer, *trail) {
 	t.Helper()
-	cfg, tr := auditConfig(t, shortTempDir(t), "")
+	return startAuditServerExtra(t, "", args...)
+}
+
+// noCallerQuota is configuration for the tests of the global limit, whose
+// clients all share one uid.
+const noCallerQuota = "[server]\nmax_conns_per_uid = -1\n"
+
+// startAuditServerExtra is startAuditServer with extra TOML in its
+// configuration.
+func startAuditServerExtra(t testing.TB, extra string, args ...string) (*testServer, *trail) {
+	t.Helper()
+	cfg, tr := auditConfig(t, shortTempDir(t), extra)
 	ts := startServer(t, append([]string{"-c", cfg}, args...)...)
 	// The socket may accept before the server.start record is written:
 	// wait for it, so that tests counting records start after it.

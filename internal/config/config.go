@@ -48,6 +48,12 @@ type Server struct {
 	Backlog int `toml:"backlog"`
 	// MaxConns is the number of connections served at once (-m).
 	MaxConns int `toml:"max_conns"`
+	// MaxConnsPerUID is the number of connections one caller uid may
+	// hold at once: 0 means half of MaxConns, negative means no limit.
+	MaxConnsPerUID int `toml:"max_conns_per_uid"`
+	// QuotaInterval is how often the connections turned away over a
+	// caller's quota are recorded, one record per caller with the count.
+	QuotaInterval Duration `toml:"quota_interval"`
 	// Timeout is the connection deadline; 0 means none (-t).
 	Timeout Duration `toml:"timeout"`
 	// KillTimeout is the time between SIGTERM and SIGKILL (-k).
@@ -199,16 +205,17 @@ type Log struct {
 func Default() *Config {
 	return &Config{
 		Server: Server{
-			Mode:         0o660,
-			Backlog:      100,
-			MaxConns:     100,
-			Timeout:      Duration(60 * time.Second),
-			KillTimeout:  Duration(10 * time.Second),
-			Path:         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-			MaxArgs:      4096,
-			MaxArgBytes:  128 << 10,
-			MaxArgvBytes: 1 << 20,
-			OutputBuffer: 64 << 20,
+			Mode:          0o660,
+			Backlog:       100,
+			MaxConns:      100,
+			QuotaInterval: Duration(10 * time.Second),
+			Timeout:       Duration(60 * time.Second),
+			KillTimeout:   Duration(10 * time.Second),
+			Path:          "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			MaxArgs:       4096,
+			MaxArgBytes:   128 << 10,
+			MaxArgvBytes:  1 << 20,
+			OutputBuffer:  64 << 20,
 		},
 		Policy: Policy{
 			Query: "data.sockwarden.decision",
@@ -315,6 +322,8 @@ func (c *Config) Validate() error {
 		return bad("server.backlog", "must be positive, got %d", s.Backlog)
 	case s.MaxConns <= 0:
 		return bad("server.max_conns", "must be positive, got %d", s.MaxConns)
+	case s.QuotaInterval <= 0:
+		return bad("server.quota_interval", "must be positive")
 	case s.Timeout < 0:
 		return bad("server.timeout", "must not be negative")
 	case s.KillTimeout <= 0:

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sockwarden/sockwarden/audit"
+)
+
+// With the defaults (-m 10, no quota configured), one uid holds idle
+// connections up to its quota (half of -m) and beyond: those beyond get
+// the busy reply at once, another uid's request still runs at once, and
+// the refusals make one audit record with their count.
+func TestCallerQuota(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (to connect as another uid)")
+	}
+	ts, tr := startAuditServerExtra(t, "[server]\nquota_interval = \"1s\"\n", "-m", "10", "-M", "0666", "-t", "30")
+	if err := os.Chmod(filepath.Dir(ts.Socket), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mark := tr.count(t)
+	const nobody, quota, over = 65534, 5, 3
+	idle := func(*net.UnixConn) error { return nil }
+	for range quota {
+		dialAs(t, ts.Socket, nobody, nobody, idle) // held until the test ends
+	}
+	time.Sleep(200 * time.Millisecond) // accepted and counted
+	for i := range over {
+		c := dialAs(t, ts.Socket, nobody, nobody, func(c *net.UnixConn) error {
+			c.Write(request([]string{"true"}, nil, true)) // may find the connection answered and closed
+			return nil
+		})
+		t0 := time.Now()
+		got, _ := io.ReadAll(c)
+		if !strings.Contains(string(got), "sockwarden: busy: uid 65534 already holds its 5 connections (of 10)") ||
+			!strings.HasSuffix(string(got), "8:exitcode,3:126,") {
+			t.Errorf("connection %d over the quota: %q, want the busy reply", quota+i+1, got)
+		}
+		if d := time.Since(t0); d > 2*time.Second {
+			t.Errorf("the busy reply took %v", d)
+		}
+	}
+	// Another uid is served at once.
+	t0 := time.Now()
+	r := decodeReply(t, exchange(t, ts.Socket, request([]string{"true"}, nil, true)))
+	if r.Final[0] != "exitcode" || r.Final[1] != "0" {
+		t.Errorf("root's request while nobody holds its quota: %v %q", r.Final, r.Stderr.String())
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("root's request took %v", d)
+	}
+	// One record for the three refusals, after the interval.
+	tr.waitFor(t, mark, 5*time.Second, "quota record", func(rs []rec) bool { return len(withAction(rs, audit.ActionQuota)) > 0 })
+	time.Sleep(1500 * time.Millisecond) // no second record for the same refusals
+	q := withAction(tr.since(t, mark), audit.ActionQuota)
+	if len(q) != 1 {
+		t.Fatalf("%d quota records, want 1: %v", len(q), q)
+	}
+	if q[0].Str("client.user.id") != "65534" || q[0].Num("sockwarden.quota.refused") != over || q[0].Num("sockwarden.quota.limit") != quota {
+		t.Errorf("quota record %v", q[0])
+	}
+	if n := strings.Count(ts.logs.String(), "turned away"); n != 1 {
+		t.Errorf("%d WARN lines for the refusals, want 1", n)
+	}
+}
