@@ -326,6 +326,10 @@ func appendQuota(b []byte, q *Quota) []byte {
 	b = appendString(b, q.Kind)
 	b = append(b, `,"limit":`...)
 	b = strconv.AppendInt(b, int64(q.Limit), 10)
+	if q.Rate > 0 {
+		b = append(b, `,"rate":`...)
+		b = strconv.AppendFloat(b, q.Rate, 'g', -1, 64)
+	}
 	b = append(b, `,"refused":`...)
 	b = strconv.AppendInt(b, q.Refused, 10)
 	b = append(b, `,"since":"`...)

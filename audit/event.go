@@ -252,10 +252,14 @@ type ProtocolError struct {
 type Quota struct {
 	// Peer is the caller (the last one refused: the uid is what counts).
 	Peer Peer
-	// Kind is what ran out: "connections".
+	// Kind is what ran out: "connections" (at once) or "rate" (per
+	// second).
 	Kind string
-	// Limit is the caller's quota.
+	// Limit is the caller's quota: connections at once, or the burst of
+	// its rate.
 	Limit int
+	// Rate is the rate quota, connections a second (kind "rate").
+	Rate float64
 	// Refused is how many connections were turned away in the interval.
 	Refused int64
 	// Since is when the first of them was.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/netstring"
 	"github.com/sockwarden/sockwarden/peer"
@@ -17,25 +19,31 @@ import (
 //
 // Each caller uid may hold at most MaxConnsPerUID connections at once
 // (by default half of MaxConns, so that one local user cannot hold every
-// slot); the global MaxConns stays the last line of defence. A connection
-// over its caller's quota gets the reply "sockwarden: busy: ..." on
-// stderr and exit code 126, never a bare reset, without its request being
-// read. The refusals are recorded once per caller per interval
+// slot), and, with RatePerUID, open at most that many connections per
+// second with bursts of BurstPerUID (a token bucket,
+// golang.org/x/time/rate); the global MaxConns stays the last line of
+// defence. A connection over its caller's quota gets the reply
+// "sockwarden: busy: ..." on stderr and exit code 126, never a bare
+// reset, without its request being read. The refusals are recorded once per caller per interval
 // (quota.exceeded, with the count), in the audit trail and the operator
 // log, not once per connection.
 
 // DefaultQuotaInterval is how often a caller's refusals are recorded.
 const DefaultQuotaInterval = 10 * time.Second
 
-// perUID is the connection quota of each caller under l (0: none).
-func (l *Limits) perUID() int {
+// perUID is the quotas of each caller under l.
+func (l *Limits) perUID() quotaLimits {
+	q := quotaLimits{conns: max(1, l.MaxConns/2), rate: l.RatePerUID, burst: l.BurstPerUID}
 	switch {
 	case l.MaxConnsPerUID > 0:
-		return l.MaxConnsPerUID
+		q.conns = l.MaxConnsPerUID
 	case l.MaxConnsPerUID < 0:
-		return 0
+		q.conns = 0
 	}
-	return max(1, l.MaxConns/2)
+	if q.burst <= 0 {
+		q.burst = max(1, int(q.rate))
+	}
+	return q
 }
 
 // quotas counts each caller's connections and coalesces the records of
@@ -50,12 +58,25 @@ type quotas struct {
 }
 
 type uidUse struct {
-	conns   int
-	refused int64
+	conns int
+	// refused counts the connections turned away since the last
+	// record, by kind ("connections", "rate"), with the limit of each.
+	refused map[string]int64
+	limits  map[string]int
+	rates   map[string]float64
 	since   time.Time
 	last    peer.Peer
-	limit   int
 	timer   *time.Timer
+	bucket  *rate.Limiter // nil without a rate quota
+}
+
+// pending counts the refusals not yet recorded.
+func (u *uidUse) pending() int64 {
+	var n int64
+	for _, c := range u.refused {
+		n += c
+	}
+	return n
 }
 
 func newQuotas(interval time.Duration, record func(audit.Quota)) *quotas {
@@ -65,21 +86,45 @@ func newQuotas(interval time.Duration, record func(audit.Quota)) *quotas {
 	return &quotas{uids: map[uint32]*uidUse{}, interval: interval, record: record}
 }
 
-// admit counts a connection of p when p is under limit (0: no limit), and
-// reports whether it did.
-func (q *quotas) admit(p peer.Peer, limit int) bool {
+// quotaLimits are the quotas of one caller: connections at once (0: no
+// limit), and connections per second with a burst (rate 0: no limit).
+type quotaLimits struct {
+	conns int
+	rate  float64
+	burst int
+}
+
+// admit counts a connection of p when p is within its quotas, and
+// returns "" when it did, else the kind of quota it is over
+// ("connections" or "rate").
+func (q *quotas) admit(p peer.Peer, l quotaLimits) string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	u := q.uids[p.UID]
-	if u == nil {
-		u = &uidUse{}
-		q.uids[p.UID] = u
+	u := q.use(p.UID)
+	if l.conns > 0 && u.conns >= l.conns {
+		return "connections"
 	}
-	if limit > 0 && u.conns >= limit {
-		return false
+	if l.rate > 0 {
+		if u.bucket == nil || u.bucket.Limit() != rate.Limit(l.rate) || u.bucket.Burst() != l.burst {
+			u.bucket = rate.NewLimiter(rate.Limit(l.rate), l.burst)
+		}
+		if !u.bucket.Allow() {
+			return "rate"
+		}
+	} else {
+		u.bucket = nil
 	}
 	u.conns++
-	return true
+	return ""
+}
+
+func (q *quotas) use(uid uint32) *uidUse {
+	u := q.uids[uid]
+	if u == nil {
+		u = &uidUse{refused: map[string]int64{}, limits: map[string]int{}, rates: map[string]float64{}}
+		q.uids[uid] = u
+	}
+	return u
 }
 
 // leave gives a connection of uid back.
@@ -92,26 +137,28 @@ func (q *quotas) leave(uid uint32) {
 	}
 }
 
-// forget drops an entry with nothing left to count.
+// forget drops an entry with nothing left to count (and a full bucket:
+// dropping a used one would hand a fresh burst to a caller that only
+// ever holds one connection at a time).
 func (q *quotas) forget(uid uint32, u *uidUse) {
-	if u.conns <= 0 && u.refused == 0 {
+	if u.conns <= 0 && u.pending() == 0 && (u.bucket == nil || u.bucket.Tokens() >= float64(u.bucket.Burst())) {
 		delete(q.uids, uid)
 	}
 }
 
-// refuse counts a refused connection of p; the first of an interval
-// schedules its record.
-func (q *quotas) refuse(p peer.Peer, limit int) {
+// refuse counts a refused connection of p over its quota of kind; the
+// first of an interval schedules its record.
+func (q *quotas) refuse(p peer.Peer, kind string, l quotaLimits) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	u := q.uids[p.UID]
-	if u == nil {
-		u = &uidUse{}
-		q.uids[p.UID] = u
+	u := q.use(p.UID)
+	u.refused[kind]++
+	u.limits[kind] = l.conns
+	if kind == "rate" {
+		u.limits[kind], u.rates[kind] = l.burst, l.rate
 	}
-	u.refused++
-	u.last, u.limit = p, limit
-	if u.refused == 1 {
+	u.last = p
+	if u.pending() == 1 {
 		u.since = time.Now()
 		if !q.closed {
 			u.timer = time.AfterFunc(q.interval, func() { q.flush(p.UID) })
@@ -119,19 +166,27 @@ func (q *quotas) refuse(p peer.Peer, limit int) {
 	}
 }
 
-// flush writes the record of uid's refusals, if any.
+// flush writes the records of uid's refusals, if any: one per kind.
 func (q *quotas) flush(uid uint32) {
 	q.mu.Lock()
 	u := q.uids[uid]
-	if u == nil || u.refused == 0 {
+	if u == nil || u.pending() == 0 {
 		q.mu.Unlock()
 		return
 	}
-	rec := audit.Quota{Peer: u.last, Kind: "connections", Limit: u.limit, Refused: u.refused, Since: u.since}
-	u.refused, u.timer = 0, nil
+	var recs []audit.Quota
+	for _, kind := range []string{"connections", "rate"} {
+		if n := u.refused[kind]; n > 0 {
+			recs = append(recs, audit.Quota{Peer: u.last, Kind: kind, Limit: u.limits[kind], Rate: u.rates[kind], Refused: n, Since: u.since})
+		}
+	}
+	clear(u.refused)
+	u.timer = nil
 	q.forget(uid, u)
 	q.mu.Unlock()
-	q.record(rec)
+	for _, r := range recs {
+		q.record(r)
+	}
 }
 
 // close stops the timers and writes every pending record (shutdown).
@@ -143,7 +198,7 @@ func (q *quotas) close() {
 		if u.timer != nil {
 			u.timer.Stop()
 		}
-		if u.refused > 0 {
+		if u.pending() > 0 {
 			pending = append(pending, uid)
 		}
 	}
@@ -168,16 +223,19 @@ func (q *quotas) usage() []Usage {
 	defer q.mu.Unlock()
 	out := make([]Usage, 0, len(q.uids))
 	for uid, u := range q.uids {
-		out = append(out, Usage{UID: uid, Conns: u.conns, Refused: u.refused})
+		out = append(out, Usage{UID: uid, Conns: u.conns, Refused: u.pending()})
 	}
 	slices.SortFunc(out, func(a, b Usage) int { return int(a.UID) - int(b.UID) })
 	return out
 }
 
-// replyBusy answers a connection over its caller's quota; linger closes
-// it.
-func replyBusy(c *net.UnixConn, uid uint32, limit, maxConns int, linger func(*net.UnixConn)) {
-	msg := fmt.Sprintf("sockwarden: busy: uid %d already holds its %d connections (of %d); try again later\n", uid, limit, maxConns)
+// replyBusy answers a connection over its caller's quota of kind; linger
+// closes it.
+func replyBusy(c *net.UnixConn, uid uint32, kind string, l quotaLimits, maxConns int, linger func(*net.UnixConn)) {
+	msg := fmt.Sprintf("sockwarden: busy: uid %d already holds its %d connections (of %d); try again later\n", uid, l.conns, maxConns)
+	if kind == "rate" {
+		msg = fmt.Sprintf("sockwarden: busy: uid %d is over its rate of %g connections a second (bursts of %d); try again later\n", uid, l.rate, l.burst)
+	}
 	b := netstring.AppendString(nil, "stderr")
 	b = netstring.AppendString(b, msg)
 	b = netstring.AppendString(b, "exitcode")

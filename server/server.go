@@ -54,6 +54,11 @@ type Config struct {
 	// hold at once (see Quotas per caller in quota.go); 0 means half of
 	// MaxConns, negative means no per-caller limit.
 	MaxConnsPerUID int
+	// RatePerUID is the number of connections a second one caller uid
+	// may open, with bursts of BurstPerUID (0: the rate, rounded up to
+	// at least 1); 0 means no rate quota.
+	RatePerUID  float64
+	BurstPerUID int
 	// QuotaInterval is how often a caller's refused connections are
 	// recorded (one record with the count); 0 means
 	// DefaultQuotaInterval.
@@ -206,7 +211,8 @@ func New(cfg Config) (*Server, error) {
 	sp := s.spawner
 	s.planner = plan.NewPlanner(plan.ThisProcess(sp.Capabilities(), sp.Existing))
 	s.limits.Store(&Limits{
-		MaxConns: cfg.MaxConns, MaxConnsPerUID: cfg.MaxConnsPerUID, Deadline: cfg.Deadline, KillTimeout: cfg.KillTimeout, Path: cfg.Path,
+		MaxConns: cfg.MaxConns, MaxConnsPerUID: cfg.MaxConnsPerUID,
+		RatePerUID: cfg.RatePerUID, BurstPerUID: cfg.BurstPerUID, Deadline: cfg.Deadline, KillTimeout: cfg.KillTimeout, Path: cfg.Path,
 		MaxArgs: cfg.MaxArgs, MaxArgBytes: cfg.MaxArgBytes, MaxArgvBytes: cfg.MaxArgvBytes,
 	})
 	s.SetDefaults(cfg.Defaults)
@@ -224,6 +230,8 @@ func New(cfg Config) (*Server, error) {
 type Limits struct {
 	MaxConns                  int
 	MaxConnsPerUID            int
+	RatePerUID                float64
+	BurstPerUID               int
 	Deadline                  time.Duration
 	KillTimeout               time.Duration
 	Path                      string
@@ -244,6 +252,10 @@ func (s *Server) SetLimits(l Limits) {
 	}
 	set(&cur.MaxConns, l.MaxConns)
 	set(&cur.MaxConnsPerUID, l.MaxConnsPerUID)
+	set(&cur.BurstPerUID, l.BurstPerUID)
+	if l.RatePerUID != 0 {
+		cur.RatePerUID = max(0, l.RatePerUID) // negative turns it off
+	}
 	set(&cur.MaxArgs, l.MaxArgs)
 	if l.Deadline != 0 {
 		cur.Deadline = l.Deadline
@@ -306,11 +318,14 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		lim := s.limits.Load()
 		// The caller's quota first, the global limit last.
 		p, perr := peer.FromConn(c)
-		if perr == nil && !s.quotas.admit(p, lim.perUID()) {
-			s.rejected.Add(1)
-			s.quotas.refuse(p, lim.perUID())
-			replyBusy(c, p.UID, lim.perUID(), lim.MaxConns, s.lingerBusy)
-			continue
+		if perr == nil {
+			q := lim.perUID()
+			if kind := s.quotas.admit(p, q); kind != "" {
+				s.rejected.Add(1)
+				s.quotas.refuse(p, kind, q)
+				replyBusy(c, p.UID, kind, q, lim.MaxConns, s.lingerBusy)
+				continue
+			}
 		}
 		if s.active.Load() >= int64(lim.MaxConns) {
 			if perr == nil {

@@ -69,3 +69,38 @@ func TestCallerQuota(t *testing.T) {
 		t.Errorf("%d WARN lines for the refusals, want 1", n)
 	}
 }
+
+// A burst over a caller's rate quota is refused busy, and the caller is
+// admitted again once its bucket has refilled; one record for the burst.
+func TestCallerRateQuota(t *testing.T) {
+	ts, tr := startAuditServerExtra(t, "[server]\nrate_per_uid = 1\nburst_per_uid = 3\nquota_interval = \"1s\"\n")
+	mark := tr.count(t)
+	run := func() string {
+		return string(exchange(t, ts.Socket, request([]string{"true"}, nil, true)))
+	}
+	var served, busy int
+	for range 6 {
+		switch got := run(); {
+		case got == "8:exitcode,1:0,":
+			served++
+		case strings.Contains(got, "sockwarden: busy: uid 0 is over its rate of 1 connections a second (bursts of 3)") && strings.HasSuffix(got, "8:exitcode,3:126,"):
+			busy++
+		default:
+			t.Fatalf("reply %q", got)
+		}
+	}
+	// The start-up probe may have taken a token.
+	if served < 2 || served > 3 || busy != 6-served {
+		t.Errorf("a burst of 6: %d served, %d busy; want the burst of 3 (or 2) served, the rest busy", served, busy)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	if got := run(); got != "8:exitcode,1:0," {
+		t.Errorf("after the bucket refilled: %q, want the request served", got)
+	}
+	rs := tr.waitFor(t, mark, 5*time.Second, "quota record", func(rs []rec) bool { return len(withAction(rs, audit.ActionQuota)) > 0 })
+	q := withAction(rs, audit.ActionQuota)
+	if len(q) != 1 || q[0].Str("sockwarden.quota.kind") != "rate" || q[0].Num("sockwarden.quota.refused") != int64(busy) ||
+		q[0].Num("sockwarden.quota.rate") != 1 || q[0].Num("sockwarden.quota.limit") != 3 {
+		t.Errorf("quota records %v", q)
+	}
+}

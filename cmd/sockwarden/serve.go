@@ -284,6 +284,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		Socket:         sc.Socket,
 		MaxConns:       lim.MaxConns,
 		MaxConnsPerUID: lim.MaxConnsPerUID,
+		RatePerUID:     max(0, lim.RatePerUID),
+		BurstPerUID:    lim.BurstPerUID,
 		QuotaInterval:  time.Duration(sc.QuotaInterval),
 		Deadline:       lim.Deadline,
 		KillTimeout:    lim.KillTimeout,
@@ -455,7 +457,7 @@ func reloadConfig(log *slog.Logger, args []string, cur *config.Config) (next *co
 // range need a restart.
 func liveKey(key string) bool {
 	switch key {
-	case "server.timeout", "server.kill_timeout", "server.max_conns", "server.max_conns_per_uid", "server.path",
+	case "server.timeout", "server.kill_timeout", "server.max_conns", "server.max_conns_per_uid", "server.rate_per_uid", "server.burst_per_uid", "server.path",
 		"server.max_args", "server.max_arg_bytes", "server.max_argv_bytes", "log.level":
 		return true
 	case "sandbox.cgroups", "sandbox.cgroup_parent", "sandbox.dynamic_uids", "sandbox.tmpdir_parent":
@@ -510,8 +512,16 @@ func serverLimits(c *config.Config) server.Limits {
 	if perUID == 0 {
 		perUID = max(1, c.Server.MaxConns/2) // explicit, so that a reload back to the default applies
 	}
+	rateQuota := c.Server.RatePerUID
+	if rateQuota == 0 {
+		rateQuota = -1 // explicit "none", so that a reload turning it off applies
+	}
+	burst := c.Server.BurstPerUID
+	if burst == 0 {
+		burst = max(1, int(rateQuota))
+	}
 	return server.Limits{
-		MaxConns: c.Server.MaxConns, MaxConnsPerUID: perUID, Deadline: deadline, KillTimeout: time.Duration(c.Server.KillTimeout),
+		MaxConns: c.Server.MaxConns, MaxConnsPerUID: perUID, RatePerUID: rateQuota, BurstPerUID: burst, Deadline: deadline, KillTimeout: time.Duration(c.Server.KillTimeout),
 		Path: c.Server.Path, MaxArgs: c.Server.MaxArgs, MaxArgBytes: c.Server.MaxArgBytes, MaxArgvBytes: c.Server.MaxArgvBytes,
 	}
 }

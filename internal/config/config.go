@@ -51,6 +51,11 @@ type Server struct {
 	// MaxConnsPerUID is the number of connections one caller uid may
 	// hold at once: 0 means half of MaxConns, negative means no limit.
 	MaxConnsPerUID int `toml:"max_conns_per_uid"`
+	// RatePerUID is how many connections a second one caller uid may
+	// open, with bursts of BurstPerUID (0: the rate); 0 means no rate
+	// quota.
+	RatePerUID  float64 `toml:"rate_per_uid"`
+	BurstPerUID int     `toml:"burst_per_uid"`
 	// QuotaInterval is how often the connections turned away over a
 	// caller's quota are recorded, one record per caller with the count.
 	QuotaInterval Duration `toml:"quota_interval"`
@@ -324,6 +329,8 @@ func (c *Config) Validate() error {
 		return bad("server.max_conns", "must be positive, got %d", s.MaxConns)
 	case s.QuotaInterval <= 0:
 		return bad("server.quota_interval", "must be positive")
+	case s.RatePerUID < 0 || s.BurstPerUID < 0:
+		return bad("server.rate_per_uid", "rate_per_uid and burst_per_uid must not be negative")
 	case s.Timeout < 0:
 		return bad("server.timeout", "must not be negative")
 	case s.KillTimeout <= 0:
