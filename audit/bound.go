@@ -160,10 +160,14 @@ func fitArgv(argv []string, budget int) argvCut {
 
 // appendArgvInfo appends the sockwarden.argv object (with a trailing
 // comma).
-func appendArgvInfo(b []byte, sum string, c *argvCut) []byte {
+func appendArgvInfo(b []byte, sum string, masked []string, c *argvCut) []byte {
 	b = append(b, `"argv":{"sha256":"`...)
 	b = append(b, sum...)
 	b = append(b, '"')
+	if len(masked) > 0 {
+		b = append(b, `,"masked":`...)
+		b = appendStrings(b, masked)
+	}
 	if c != nil {
 		if len(c.cut) > 0 {
 			b = append(b, `,"cut":[`...)

@@ -108,7 +108,7 @@ func appendDecision(b []byte, d *Decision, argc int, sum string, cut *argvCut) [
 		b = append(b, `,"cached":true`...)
 	}
 	b = append(b, `},`...)
-	b = appendArgvInfo(b, sum, cut)
+	b = appendArgvInfo(b, sum, d.Masked, cut)
 	b = appendPeer(b, &d.Peer)
 	return b
 }

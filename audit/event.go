@@ -68,6 +68,9 @@ type Decision struct {
 	Cached bool
 	// Error is set when evaluation failed (which is a deny).
 	Error string
+	// Masked are the JSON pointers of the arguments of Argv that were
+	// masked (see [Mask]); Argv is then the masked argv.
+	Masked []string
 }
 
 // Group is a group ID and, when known, its name.

@@ -229,6 +229,9 @@ type Plan struct {
 	Revision     string
 	EvalDuration time.Duration
 	Cached       bool
+	// Mask is the decision's (denied or not): what of the argv the audit
+	// record and the operator log must not show.
+	Mask *policy.Mask
 }
 
 // ClientLine is the one stderr line the client gets when the program does
@@ -306,6 +309,7 @@ func (pl *Planner) Plan(d *policy.Decision, def *Defaults, req *Request) *Plan {
 		Revision:     d.Revision,
 		EvalDuration: d.EvalDuration,
 		Cached:       d.Cached,
+		Mask:         d.Mask,
 	}
 	if !d.Allow {
 		p.Status = StatusDenied

@@ -195,6 +195,12 @@ func (d Decision) Clone() Decision {
 		l.BindTCP = slices.Clone(l.BindTCP)
 		c.Landlock = &l
 	}
+	if d.Mask != nil {
+		m := *d.Mask
+		m.Args = slices.Clone(m.Args)
+		m.Patterns = slices.Clone(m.Patterns)
+		c.Mask = &m
+	}
 	if d.Seccomp != nil {
 		sc := *d.Seccomp
 		sc.Allow = slices.Clone(sc.Allow)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -50,6 +51,10 @@ type Decision struct {
 	// TmpDir gives the program a private temporary directory, exported
 	// as TMPDIR and removed with the request.
 	TmpDir bool
+	// Mask names what of the argv the audit record and the operator log
+	// must not show; nil = only the configured patterns. It applies to
+	// denied requests too.
+	Mask *Mask
 	// Cgroup are the limits of the child's cgroup; nil = none asked for.
 	Cgroup *Cgroup
 	// Timeout is the run-time deadline of the child; 0 = unset.
@@ -118,6 +123,16 @@ type Landlock struct {
 	// UDP lets plain UDP sockets through when TCP is restricted (which
 	// otherwise refuses every IP socket but plain TCP).
 	UDP bool `json:"udp,omitempty"`
+}
+
+// Mask is what of a request's argv is masked in the audit record and the
+// operator log (see audit.Mask).
+type Mask struct {
+	// Args are argument positions (argv[0] is 0) masked whole.
+	Args []int `json:"args,omitempty"`
+	// Patterns are patterns of argument keys ("--api-key=") whose values
+	// are masked, on top of the configured ones.
+	Patterns []string `json:"patterns,omitempty"`
 }
 
 // Seccomp is the system call filter the policy asks for.
@@ -210,7 +225,7 @@ type rootPath struct{}
 func (rootPath) String() string { return "decision" }
 
 // decisionKeys lists the keys of a decision document, for error messages.
-const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
+const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, mask, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
@@ -246,6 +261,8 @@ func DecodeDecision(v ast.Value) (Decision, error) {
 			d.Network, err = decodeEnum(w, val, "host", "none")
 		case "ipc":
 			d.IPC, err = decodeEnum(w, val, "private", "host")
+		case "mask":
+			d.Mask, err = decodeMask(w, val)
 		case "tmpdir":
 			b, ok := val.(ast.Boolean)
 			if !ok {
@@ -571,6 +588,44 @@ func decodeLandlock(w at, v ast.Value) (*Landlock, error) {
 	return &l, nil
 }
 
+func decodeMask(w at, v ast.Value) (*Mask, error) {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return nil, wantGot(w, "an object", v)
+	}
+	var m Mask
+	err := eachKey(w, obj, func(key string, w at, val ast.Value) (err error) {
+		switch key {
+		case "args":
+			arr, err := list(w, val)
+			if err != nil {
+				return err
+			}
+			for i := range arr.Len() {
+				n, err := decodeUint(w.index(i), arr.Elem(i).Value, 0, 1<<20)
+				if err != nil {
+					return err
+				}
+				m.Args = append(m.Args, int(n))
+			}
+		case "patterns":
+			m.Patterns, err = decodeStrings(w, val, func(w at, s string) (string, error) {
+				if _, err := path.Match(s, ""); err != nil {
+					return "", decodeErr(w, "malformed pattern %q", s)
+				}
+				return s, nil
+			})
+		default:
+			return decodeErr(w, "unknown key (known: args, patterns)")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
 // decodeEnum decodes a string that must be one of values.
 func decodeEnum(w at, v ast.Value, values ...string) (string, error) {
 	s, err := decodeString(w, v)
@@ -705,6 +760,7 @@ type decisionJSON struct {
 	Network        string             `json:"network,omitempty"`
 	IPC            string             `json:"ipc,omitempty"`
 	TmpDir         bool               `json:"tmpdir,omitempty"`
+	Mask           *Mask              `json:"mask,omitempty"`
 	Cgroup         *Cgroup            `json:"cgroup,omitempty"`
 	Timeout        string             `json:"timeout,omitempty"`
 	KillTimeout    string             `json:"kill_timeout,omitempty"`
@@ -756,7 +812,7 @@ func emptyIfNil(s []string) []string {
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
 		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup, Seccomp: d.Seccomp,
-		Network: d.Network, IPC: d.IPC, TmpDir: d.TmpDir,
+		Network: d.Network, IPC: d.IPC, TmpDir: d.TmpDir, Mask: d.Mask,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
 		Revision: d.Revision, Cached: d.Cached,
 	}

@@ -47,7 +47,7 @@ func (cn *conn) audited(what string, err error) error {
 	return err
 }
 
-func (cn *conn) recordDecision(req *Request, v *plan.Plan) error {
+func (cn *conn) recordDecision(req *Request, v *plan.Plan, argv, masked []string) error {
 	a := cn.s.cfg.Audit
 	if a == nil {
 		return nil
@@ -57,7 +57,8 @@ func (cn *conn) recordDecision(req *Request, v *plan.Plan) error {
 		Allow:        v.Allow,
 		Message:      v.Message,
 		Reasons:      v.Reasons,
-		Argv:         req.Argv,
+		Argv:         argv,
+		Masked:       masked,
 		Exe:          req.Exe,
 		Peer:         req.Peer,
 		Revision:     v.Revision,

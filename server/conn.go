@@ -90,7 +90,9 @@ type conn struct {
 	mu   sync.Mutex // guards peer, argv and pid, read by info
 	peer peer.Peer
 	argv []string
-	pid  int
+	// argvShown is argv as records and logs may show it (masked).
+	argvShown []string
+	pid       int
 
 	wmu  sync.Mutex // serializes writes to c
 	werr error      // first write error, under wmu
@@ -130,7 +132,11 @@ func newConn(s *Server, c *net.UnixConn) *conn {
 func (cn *conn) info() ConnInfo {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
-	return ConnInfo{RequestID: cn.id, State: cn.State(), Peer: cn.peer, Argv: cn.argv, ChildPid: cn.pid, Since: cn.since}
+	argv := cn.argvShown
+	if argv == nil { // not judged yet: the configured patterns only
+		argv, _ = audit.Mask(cn.argv, nil, cn.s.cfg.MaskPatterns)
+	}
+	return ConnInfo{RequestID: cn.id, State: cn.State(), Peer: cn.peer, Argv: argv, ChildPid: cn.pid, Since: cn.since}
 }
 
 // serve runs one connection from accept until its request is answered
@@ -226,7 +232,10 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 		cn.refuseUnaudited(br, err)
 		return false
 	}
-	cn.log.Debug("started", "argv", audit.ArgvPreview(argv), "argv_sha256", audit.ArgvSHA256(argv), "exe", spec.Path, "pid", proc.Pid)
+	cn.mu.Lock()
+	shown := cn.argvShown
+	cn.mu.Unlock()
+	cn.log.Debug("started", "argv", audit.ArgvPreview(shown), "argv_sha256", audit.ArgvSHA256(shown), "exe", spec.Path, "pid", proc.Pid)
 
 	if pl.Timeout > 0 {
 		if d := time.Now().Add(pl.Timeout); deadline.IsZero() || d.Before(deadline) {

@@ -37,7 +37,9 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 		d = &policy.Decision{Message: "policy error", Err: err}
 	}
 	pl := s.planner.Plan(d, s.defaults.Load(), &plan.Request{ID: cn.id, Argv: argv, Exe: exe, ExeErr: lookErr, Peer: p})
-	if err := cn.recordDecision(req, pl); err != nil && pl.Allow {
+	// From here on, records and logs show the masked argv only.
+	shown, masked := cn.mask(argv, pl.Mask)
+	if err := cn.recordDecision(req, pl, shown, masked); err != nil && pl.Allow {
 		cn.refuseUnaudited(br, err)
 		return nil, false
 	}
@@ -52,7 +54,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 		if len(pl.Reasons) > 0 {
 			reason = logPrefix(pl.Reasons[0])
 		}
-		cn.log.Info("request denied", "argv", audit.ArgvPreview(argv), "argv_sha256", audit.ArgvSHA256(argv), "exe", logPrefix(exe),
+		cn.log.Info("request denied", "argv", audit.ArgvPreview(shown), "argv_sha256", audit.ArgvSHA256(shown), "exe", logPrefix(exe),
 			"message", logPrefix(pl.Message), "reason", reason, "reasons", len(pl.Reasons))
 	case pl.StartErr != nil:
 		// An allowed request that does not run says so in the trail, as
@@ -176,4 +178,21 @@ func logPrefix(s string) string {
 		s = strings.ToValidUTF8(s[:200], "") + "…"
 	}
 	return s
+}
+
+// mask returns argv as records and logs may show it (the configured
+// patterns and the decision's mask applied), and the JSON pointers of what
+// was masked; the connection keeps the shown argv for its later logs.
+func (cn *conn) mask(argv []string, m *policy.Mask) ([]string, []string) {
+	patterns := cn.s.cfg.MaskPatterns
+	var positions []int
+	if m != nil {
+		positions = m.Args
+		patterns = append(patterns[:len(patterns):len(patterns)], m.Patterns...)
+	}
+	shown, masked := audit.Mask(argv, positions, patterns)
+	cn.mu.Lock()
+	cn.argvShown = shown
+	cn.mu.Unlock()
+	return shown, masked
 }

@@ -59,6 +59,11 @@ type Config struct {
 	// at least 1); 0 means no rate quota.
 	RatePerUID  float64
 	BurstPerUID int
+	// MaskPatterns are the patterns of argument keys whose values the
+	// audit record and the operator log never show, whatever the policy
+	// says (see audit.Mask); nil means audit.DefaultMaskPatterns, empty
+	// means none.
+	MaskPatterns []string
 	// QuotaInterval is how often a caller's refused connections are
 	// recorded (one record with the count); 0 means
 	// DefaultQuotaInterval.
@@ -187,6 +192,9 @@ type Server struct {
 // cannot be set up.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
+	if cfg.MaskPatterns == nil {
+		cfg.MaskPatterns = audit.DefaultMaskPatterns()
+	}
 	p, err := newPoller()
 	if err != nil {
 		return nil, fmt.Errorf("server: event poller: %w", err)

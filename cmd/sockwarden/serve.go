@@ -284,6 +284,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		Socket:         sc.Socket,
 		MaxConns:       lim.MaxConns,
 		MaxConnsPerUID: lim.MaxConnsPerUID,
+		MaskPatterns:   append([]string{}, cfg.Audit.MaskPatterns...),
 		RatePerUID:     max(0, lim.RatePerUID),
 		BurstPerUID:    lim.BurstPerUID,
 		QuotaInterval:  time.Duration(sc.QuotaInterval),

@@ -195,6 +195,10 @@ type Audit struct {
 	// MaxRecordBytes bounds every record: a request's argv (and the
 	// policy's words) are cut to fit, with the whole argv's SHA-256 kept.
 	MaxRecordBytes int `toml:"max_record_bytes"`
+	// MaskPatterns are the patterns of argument keys ("--password=",
+	// "Authorization:") whose values no record or log line shows,
+	// whatever the policy says; [] turns them off.
+	MaskPatterns []string `toml:"mask_patterns"`
 }
 
 // Log configures the operator log.
@@ -244,6 +248,7 @@ func Default() *Config {
 			OnFailure:      "refuse",
 			SyslogSocket:   "/dev/log",
 			MaxRecordBytes: audit.DefaultMaxRecordBytes,
+			MaskPatterns:   audit.DefaultMaskPatterns(),
 		},
 		Log: Log{Format: "auto", Level: "info"},
 	}
@@ -342,6 +347,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.EvalTimeout <= 0 {
 		return bad("policy.eval_timeout", "must be positive")
+	}
+	if err := audit.CheckMaskPatterns(c.Audit.MaskPatterns); err != nil {
+		return bad("audit.mask_patterns", "%v", err)
 	}
 	if c.Audit.MaxRecordBytes < audit.MinMaxRecordBytes {
 		return bad("audit.max_record_bytes", "want at least %d, got %d", audit.MinMaxRecordBytes, c.Audit.MaxRecordBytes)
