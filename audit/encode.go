@@ -326,6 +326,10 @@ func appendQuota(b []byte, q *Quota) []byte {
 	b = appendString(b, q.Kind)
 	b = append(b, `,"limit":`...)
 	b = strconv.AppendInt(b, int64(q.Limit), 10)
+	if q.Key != "" {
+		b = append(b, `,"key":`...)
+		b = appendString(b, q.Key)
+	}
 	if q.Rate > 0 {
 		b = append(b, `,"rate":`...)
 		b = strconv.AppendFloat(b, q.Rate, 'g', -1, 64)

@@ -255,14 +255,17 @@ type ProtocolError struct {
 type Quota struct {
 	// Peer is the caller (the last one refused: the uid is what counts).
 	Peer Peer
-	// Kind is what ran out: "connections" (at once) or "rate" (per
-	// second).
+	// Kind is what ran out: "connections" (at once), "rate" (per
+	// second) or "decision" (a policy rule's quota, named by Key).
 	Kind string
 	// Limit is the caller's quota: connections at once, or the burst of
 	// its rate.
 	Limit int
 	// Rate is the rate quota, connections a second (kind "rate").
 	Rate float64
+	// Key is the decision's quota key (kind "decision": a policy rule's
+	// limit of requests at once).
+	Key string
 	// Refused is how many connections were turned away in the interval.
 	Refused int64
 	// Since is when the first of them was.

@@ -229,6 +229,8 @@ type Plan struct {
 	Revision     string
 	EvalDuration time.Duration
 	Cached       bool
+	// Quota is the decision's own limit of requests at once (nil: none).
+	Quota *policy.Quota
 	// Mask is the decision's (denied or not): what of the argv the audit
 	// record and the operator log must not show.
 	Mask *policy.Mask
@@ -310,6 +312,7 @@ func (pl *Planner) Plan(d *policy.Decision, def *Defaults, req *Request) *Plan {
 		EvalDuration: d.EvalDuration,
 		Cached:       d.Cached,
 		Mask:         d.Mask,
+		Quota:        d.Quota,
 	}
 	if !d.Allow {
 		p.Status = StatusDenied

@@ -195,6 +195,10 @@ func (d Decision) Clone() Decision {
 		l.BindTCP = slices.Clone(l.BindTCP)
 		c.Landlock = &l
 	}
+	if d.Quota != nil {
+		q := *d.Quota
+		c.Quota = &q
+	}
 	if d.Mask != nil {
 		m := *d.Mask
 		m.Args = slices.Clone(m.Args)

@@ -51,6 +51,9 @@ type Decision struct {
 	// TmpDir gives the program a private temporary directory, exported
 	// as TMPDIR and removed with the request.
 	TmpDir bool
+	// Quota bounds how many requests this decision's rule may run at
+	// once, across callers; nil = none.
+	Quota *Quota
 	// Mask names what of the argv the audit record and the operator log
 	// must not show; nil = only the configured patterns. It applies to
 	// denied requests too.
@@ -123,6 +126,15 @@ type Landlock struct {
 	// UDP lets plain UDP sockets through when TCP is restricted (which
 	// otherwise refuses every IP socket but plain TCP).
 	UDP bool `json:"udp,omitempty"`
+}
+
+// Quota is a policy rule's own limit: at most Concurrent requests whose
+// decisions name the same Key run at once.
+type Quota struct {
+	// Key names the counter, shared by every decision that names it.
+	Key string `json:"key"`
+	// Concurrent is the most requests of Key running at once (>= 1).
+	Concurrent int `json:"concurrent"`
 }
 
 // Mask is what of a request's argv is masked in the audit record and the
@@ -225,7 +237,7 @@ type rootPath struct{}
 func (rootPath) String() string { return "decision" }
 
 // decisionKeys lists the keys of a decision document, for error messages.
-const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, mask, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
+const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, mask, quota, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
@@ -263,6 +275,8 @@ func DecodeDecision(v ast.Value) (Decision, error) {
 			d.IPC, err = decodeEnum(w, val, "private", "host")
 		case "mask":
 			d.Mask, err = decodeMask(w, val)
+		case "quota":
+			d.Quota, err = decodeQuota(w, val)
 		case "tmpdir":
 			b, ok := val.(ast.Boolean)
 			if !ok {
@@ -588,6 +602,36 @@ func decodeLandlock(w at, v ast.Value) (*Landlock, error) {
 	return &l, nil
 }
 
+func decodeQuota(w at, v ast.Value) (*Quota, error) {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return nil, wantGot(w, "an object", v)
+	}
+	var q Quota
+	err := eachKey(w, obj, func(key string, w at, val ast.Value) (err error) {
+		switch key {
+		case "key":
+			if q.Key, err = decodeString(w, val); err == nil && q.Key == "" {
+				err = decodeErr(w, "must not be empty")
+			}
+		case "concurrent":
+			var n uint64
+			n, err = decodeUint(w, val, 1, 1<<20)
+			q.Concurrent = int(n)
+		default:
+			return decodeErr(w, "unknown key (known: key, concurrent)")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if q.Key == "" || q.Concurrent == 0 {
+		return nil, decodeErr(w, "needs key and concurrent")
+	}
+	return &q, nil
+}
+
 func decodeMask(w at, v ast.Value) (*Mask, error) {
 	obj, ok := v.(ast.Object)
 	if !ok {
@@ -761,6 +805,7 @@ type decisionJSON struct {
 	IPC            string             `json:"ipc,omitempty"`
 	TmpDir         bool               `json:"tmpdir,omitempty"`
 	Mask           *Mask              `json:"mask,omitempty"`
+	Quota          *Quota             `json:"quota,omitempty"`
 	Cgroup         *Cgroup            `json:"cgroup,omitempty"`
 	Timeout        string             `json:"timeout,omitempty"`
 	KillTimeout    string             `json:"kill_timeout,omitempty"`
@@ -812,7 +857,7 @@ func emptyIfNil(s []string) []string {
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
 		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup, Seccomp: d.Seccomp,
-		Network: d.Network, IPC: d.IPC, TmpDir: d.TmpDir, Mask: d.Mask,
+		Network: d.Network, IPC: d.IPC, TmpDir: d.TmpDir, Mask: d.Mask, Quota: d.Quota,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
 		Revision: d.Revision, Cached: d.Cached,
 	}

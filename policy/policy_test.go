@@ -259,6 +259,8 @@ var badDecisions = []struct {
 	{"run_as dynamic with a user", `{"allow": true, "run_as": {"dynamic": true, "user": "nobody"}}`, "decision.run_as.dynamic"},
 	{"network unknown", `{"allow": true, "network": "loopback"}`, "decision.network"},
 	{"network bool", `{"allow": true, "network": false}`, "decision.network"},
+	{"quota without key", `{"allow": true, "quota": {"concurrent": 2}}`, "decision.quota"},
+	{"quota zero", `{"allow": true, "quota": {"key": "k", "concurrent": 0}}`, "decision.quota.concurrent"},
 	{"mask not object", `{"allow": true, "mask": [2]}`, "decision.mask"},
 	{"mask negative position", `{"allow": true, "mask": {"args": [-1]}}`, "decision.mask.args[0]"},
 	{"mask malformed pattern", `{"allow": true, "mask": {"patterns": ["[x"]}}`, "decision.mask.patterns[0]"},

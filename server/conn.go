@@ -110,6 +110,7 @@ type conn struct {
 	released      atomic.Bool // the connection's slot was given back
 	quotaUID      uint32      // the caller whose quota this connection counts in
 	inQuota       bool        // counted (the caller's credentials were read)
+	quotaKey      string      // the decision quota key it holds, guarded by mu
 }
 
 // streamStats counts one output stream for the audit trail.
@@ -267,6 +268,12 @@ func (cn *conn) release() {
 		cn.s.active.Add(-1)
 		if cn.inQuota {
 			cn.s.quotas.leave(cn.quotaUID)
+		}
+		cn.mu.Lock()
+		key := cn.quotaKey
+		cn.mu.Unlock()
+		if key != "" {
+			cn.s.quotas.leaveKey(key)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -56,12 +57,23 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 		}
 		cn.log.Info("request denied", "argv", audit.ArgvPreview(shown), "argv_sha256", audit.ArgvSHA256(shown), "exe", logPrefix(exe),
 			"message", logPrefix(pl.Message), "reason", reason, "reasons", len(pl.Reasons))
+	case pl.Quota != nil && pl.StartErr == nil && !s.quotas.takeKey(pl.Quota.Key, pl.Quota.Concurrent):
+		// The policy's own limit of requests at once for this rule.
+		s.quotas.refuse(p, "decision\x00"+pl.Quota.Key, quotaLimits{conns: pl.Quota.Concurrent})
+		cn.replyNotRun(br, fmt.Sprintf("sockwarden: busy: the policy runs at most %d requests of %q at once; try again later (request %s)\n",
+			pl.Quota.Concurrent, pl.Quota.Key, cn.id), plan.StatusDenied)
+		return nil, false
 	case pl.StartErr != nil:
 		// An allowed request that does not run says so in the trail, as
 		// a spawn failure does.
 		cn.log.Info("cannot start program", "argv0", argv[0], "exe", exe, "err", pl.StartErr)
 		cn.recordStartError(&pl.Spec, pl.StartErr)
 	default:
+		if pl.Quota != nil {
+			cn.mu.Lock()
+			cn.quotaKey = pl.Quota.Key // given back when the connection ends
+			cn.mu.Unlock()
+		}
 		return pl, true
 	}
 	cn.replyNotRun(br, pl.ClientLine(cn.id), pl.Status)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +52,7 @@ func (l *Limits) perUID() quotaLimits {
 type quotas struct {
 	mu       sync.Mutex
 	uids     map[uint32]*uidUse
+	keys     map[string]int // requests running per decision quota key
 	interval time.Duration
 	closed   bool
 	// record writes the record of a caller's refusals.
@@ -83,7 +85,7 @@ func newQuotas(interval time.Duration, record func(audit.Quota)) *quotas {
 	if interval <= 0 {
 		interval = DefaultQuotaInterval
 	}
-	return &quotas{uids: map[uint32]*uidUse{}, interval: interval, record: record}
+	return &quotas{uids: map[uint32]*uidUse{}, keys: map[string]int{}, interval: interval, record: record}
 }
 
 // quotaLimits are the quotas of one caller: connections at once (0: no
@@ -127,6 +129,27 @@ func (q *quotas) use(uid uint32) *uidUse {
 	return u
 }
 
+// takeKey counts a request under a decision's quota key, if fewer than
+// limit run under it, and reports whether it did.
+func (q *quotas) takeKey(key string, limit int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.keys[key] >= limit {
+		return false
+	}
+	q.keys[key]++
+	return true
+}
+
+// leaveKey gives a request under key back.
+func (q *quotas) leaveKey(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.keys[key]--; q.keys[key] <= 0 {
+		delete(q.keys, key)
+	}
+}
+
 // leave gives a connection of uid back.
 func (q *quotas) leave(uid uint32) {
 	q.mu.Lock()
@@ -146,8 +169,9 @@ func (q *quotas) forget(uid uint32, u *uidUse) {
 	}
 }
 
-// refuse counts a refused connection of p over its quota of kind; the
-// first of an interval schedules its record.
+// refuse counts a refused connection of p over its quota of kind
+// ("connections", "rate", or "decision\x00KEY" with l.conns the
+// decision's limit); the first of an interval schedules its record.
 func (q *quotas) refuse(p peer.Peer, kind string, l quotaLimits) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -175,9 +199,15 @@ func (q *quotas) flush(uid uint32) {
 		return
 	}
 	var recs []audit.Quota
-	for _, kind := range []string{"connections", "rate"} {
-		if n := u.refused[kind]; n > 0 {
-			recs = append(recs, audit.Quota{Peer: u.last, Kind: kind, Limit: u.limits[kind], Rate: u.rates[kind], Refused: n, Since: u.since})
+	kinds := make([]string, 0, len(u.refused))
+	for k := range u.refused {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	for _, k := range kinds {
+		if n := u.refused[k]; n > 0 {
+			kind, key, _ := strings.Cut(k, "\x00") // "decision\x00KEY"
+			recs = append(recs, audit.Quota{Peer: u.last, Kind: kind, Key: key, Limit: u.limits[k], Rate: u.rates[k], Refused: n, Since: u.since})
 		}
 	}
 	clear(u.refused)

@@ -104,3 +104,42 @@ func TestCallerRateQuota(t *testing.T) {
 		t.Errorf("quota records %v", q)
 	}
 }
+
+// A policy rule's own quota: one request of "sleepers" at a time, whoever
+// asks; a second one at once gets the busy reply, one after the first
+// ended runs, and the refusal is recorded with the key.
+func TestDecisionQuota(t *testing.T) {
+	dir := t.TempDir()
+	rego := `package sockwarden
+
+default decision := {"allow": false}
+
+decision := {"allow": true, "run_as": {"user": "65534"}, "quota": {"key": "sleepers", "concurrent": 1}} if input.argv[0] == "sleep"
+`
+	if err := os.WriteFile(filepath.Join(dir, "policy.rego"), []byte(rego), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts, tr := startAuditServerExtra(t, "[server]\nquota_interval = \"1s\"\n", "-p", dir)
+	mark := tr.count(t)
+	first := dial(t, ts.Socket)
+	first.Write(request([]string{"sleep", "2"}, nil, true))
+	time.Sleep(300 * time.Millisecond) // judged and running
+	got := string(exchange(t, ts.Socket, request([]string{"sleep", "0"}, nil, true)))
+	if !strings.Contains(got, `sockwarden: busy: the policy runs at most 1 requests of "sleepers" at once`) ||
+		!strings.HasSuffix(got, "8:exitcode,3:126,") {
+		t.Errorf("second request while the first runs: %q, want the busy reply", got)
+	}
+	if rest, _ := io.ReadAll(first); !strings.HasSuffix(string(rest), "8:exitcode,1:0,") {
+		t.Fatalf("first request: %q", rest)
+	}
+	time.Sleep(100 * time.Millisecond) // its slot given back
+	if got := string(exchange(t, ts.Socket, request([]string{"sleep", "0"}, nil, true))); got != "8:exitcode,1:0," {
+		t.Errorf("a request after the first ended: %q, want it run", got)
+	}
+	rs := tr.waitFor(t, mark, 5*time.Second, "quota record", func(rs []rec) bool { return len(withAction(rs, audit.ActionQuota)) > 0 })
+	q := withAction(rs, audit.ActionQuota)
+	if len(q) != 1 || q[0].Str("sockwarden.quota.kind") != "decision" || q[0].Str("sockwarden.quota.key") != "sleepers" ||
+		q[0].Num("sockwarden.quota.refused") != 1 || q[0].Num("sockwarden.quota.limit") != 1 {
+		t.Errorf("quota records %v", q)
+	}
+}
