@@ -3,6 +3,7 @@ package audit
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -125,37 +126,23 @@ func fitArgv(argv []string, budget int) argvCut {
 	// Every argument shown keeps at least its first minShown bytes: with
 	// too many arguments for that, the first k are shown.
 	const minShown = 32
-	k := len(argv)
-	if size(minShown, k) > budget {
-		lo, hi := 0, k
-		for lo < hi {
-			mid := (lo + hi + 1) / 2
-			if size(minShown, mid) <= budget {
-				lo = mid
-			} else {
-				hi = mid - 1
-			}
-		}
-		k = lo
-	}
+	k := largestFitting(len(argv), func(n int) bool { return size(minShown, n) <= budget })
 	// The largest common cut that fits.
-	lo, hi := 0, min(longest, budget)
-	for lo < hi {
-		mid := (lo + hi + 1) / 2
-		if size(mid, k) <= budget {
-			lo = mid
-		} else {
-			hi = mid - 1
-		}
-	}
+	c := largestFitting(min(longest, budget), func(n int) bool { return size(n, k) <= budget })
 	out := argvCut{shown: make([]string, k), omitted: len(argv) - k}
 	for i := 0; i < k; i++ {
-		out.shown[i] = cutUTF8(argv[i], lo)
+		out.shown[i] = cutUTF8(argv[i], c)
 		if len(out.shown[i]) < len(argv[i]) {
 			out.cut = append(out.cut, [2]int{i, len(argv[i])})
 		}
 	}
 	return out
+}
+
+// largestFitting returns the largest n in [0, hi] for which fits holds,
+// fits being true up to some n and false after it (0 if it never holds).
+func largestFitting(hi int, fits func(int) bool) int {
+	return max(0, sort.Search(hi+1, func(n int) bool { return !fits(n) })-1)
 }
 
 // appendArgvInfo appends the sockwarden.argv object (with a trailing

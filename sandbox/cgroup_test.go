@@ -171,7 +171,14 @@ func sessionOf(t *testing.T, pid int) int {
 
 func mustStart(t *testing.T, spec *Spec) *Process {
 	t.Helper()
-	p, err := testSpawner.Start(spec)
+	return mustStartOn(t, testSpawner, spec)
+}
+
+// mustStartOn starts spec on sp; the test's end kills the child, waits
+// for it and closes its pipes.
+func mustStartOn(t *testing.T, sp *Spawner, spec *Spec) *Process {
+	t.Helper()
+	p, err := sp.Start(spec)
 	if err != nil {
 		t.Fatalf("Start(%v): %v", spec.Args, err)
 	}

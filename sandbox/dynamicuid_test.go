@@ -33,17 +33,7 @@ func dynamicSpawner(t *testing.T, r UIDRange) *Spawner {
 // first line (the line is returned too).
 func startHeld(t *testing.T, sp *Spawner, spec *Spec) (*Process, string) {
 	t.Helper()
-	p, err := sp.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Kill()
-		p.Wait()
-		p.Stdin.Close()
-		p.Stdout.Close()
-		p.Stderr.Close()
-	})
+	p := mustStartOn(t, sp, spec)
 	line, _ := bufio.NewReader(p.Stdout).ReadString('\n')
 	return p, line
 }

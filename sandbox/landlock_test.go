@@ -84,6 +84,13 @@ func TestLandlockFS(t *testing.T) {
 // listen returns a loopback TCP listener that accepts and closes.
 func listen(t *testing.T) (net.Listener, int) {
 	t.Helper()
+	return listenServing(t, func(c net.Conn) { c.Close() })
+}
+
+// listenServing returns a loopback TCP listener (plain TCP, not MPTCP)
+// whose connections go to serve, one after the other.
+func listenServing(t *testing.T, serve func(net.Conn)) (net.Listener, int) {
+	t.Helper()
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
 	l, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
@@ -97,7 +104,7 @@ func listen(t *testing.T) (net.Listener, int) {
 			if err != nil {
 				return
 			}
-			c.Close()
+			serve(c)
 		}
 	}()
 	return l, l.Addr().(*net.TCPAddr).Port

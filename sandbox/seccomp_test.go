@@ -12,26 +12,13 @@ import (
 // their first read.
 func replier(t *testing.T) int {
 	t.Helper()
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	l, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			c.Read(make([]byte, 64))
-			c.Write([]byte("pong\n"))
-			c.Close()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
+	_, port := listenServing(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Read(make([]byte, 64))
+		c.Write([]byte("pong\n"))
+		c.Close()
+	})
+	return port
 }
 
 // udpSink returns a loopback UDP port and a channel of what it receives.

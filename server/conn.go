@@ -233,10 +233,12 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 		cn.refuseUnaudited(br, err)
 		return false
 	}
-	cn.mu.Lock()
-	shown := cn.argvShown
-	cn.mu.Unlock()
-	cn.log.Debug("started", "argv", audit.ArgvPreview(shown), "argv_sha256", audit.ArgvSHA256(shown), "exe", spec.Path, "pid", proc.Pid)
+	if cn.log.Enabled(ctx, slog.LevelDebug) { // the preview and hash cost a little: not on every request
+		cn.mu.Lock()
+		shown := cn.argvShown
+		cn.mu.Unlock()
+		cn.log.Debug("started", "argv", audit.ArgvPreview(shown), "argv_sha256", audit.ArgvSHA256(shown), "exe", spec.Path, "pid", proc.Pid)
+	}
 
 	if pl.Timeout > 0 {
 		if d := time.Now().Add(pl.Timeout); deadline.IsZero() || d.Before(deadline) {
