@@ -100,8 +100,10 @@ func TestDynamicUIDRangeChecks(t *testing.T) {
 }
 
 // Request 1 holds 64 processes, the RLIMIT_NPROC of both requests. With
-// a uid each, request 2 still forks; sharing nobody (the control), it
-// cannot.
+// a uid each, request 2 still forks; sharing one uid (the control), it
+// cannot. The control's shared uid is one no other process uses (not
+// nobody, whose processes elsewhere on the host, such as other test
+// packages' children, RLIMIT_NPROC would count too).
 func TestDynamicUIDNproc(t *testing.T) {
 	sp := dynamicSpawner(t, UIDRange{59010, 59019})
 	nproc := []Rlimit{{Resource: unix.RLIMIT_NPROC, Cur: 64, Max: 64}}
@@ -110,7 +112,7 @@ func TestDynamicUIDNproc(t *testing.T) {
 			spec := func(script string) *Spec {
 				s := &Spec{Path: "/bin/sh", Args: []string{"sh", "-c", script}, Rlimits: nproc, DynamicUser: dynamic}
 				if !dynamic {
-					s.Credential = nobody
+					s.Credential = &Credential{UID: 59009, GID: 59009} // outside the range: one uid for both
 				}
 				return s
 			}
