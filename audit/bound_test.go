@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/sockwarden/sockwarden/audit"
+	"github.com/sockwarden/sockwarden/audit/audittest"
 )
 
 func TestArgvSHA256(t *testing.T) {
@@ -125,5 +127,41 @@ func TestDecisionRecordBounded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExitDenialsBounded: an exit record listing many long denials stays
+// within the record bound; what does not fit is counted as unlisted.
+func TestExitDenialsBounded(t *testing.T) {
+	var m memSink
+	l := audit.New(&m, audit.Options{Host: "h", MaxRecordBytes: audit.MinMaxRecordBytes})
+	e := sampleExit
+	d := &audit.SandboxDenials{Received: 32, Total: -1}
+	for i := range 32 {
+		d.Landlock = append(d.Landlock, audit.Denial{Access: "fs.read_file", Target: "/" + strings.Repeat("x", 250) + strconv.Itoa(i), Count: 1})
+	}
+	e.Denials = d
+	if err := l.Exit(e); err != nil {
+		t.Fatal(err)
+	}
+	line := m.buf.Bytes()
+	if len(line) > audit.MinMaxRecordBytes {
+		t.Errorf("record of %d bytes, bound %d", len(line), audit.MinMaxRecordBytes)
+	}
+	audittest.ValidateLines(t, line)
+	var rec struct {
+		Sockwarden struct {
+			Denials struct {
+				Landlock []audit.Denial `json:"landlock"`
+				Unlisted int            `json:"unlisted"`
+			} `json:"denials"`
+		} `json:"sockwarden"`
+	}
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.Sockwarden.Denials
+	if len(got.Landlock) == 0 || len(got.Landlock)+got.Unlisted != 32 {
+		t.Errorf("listed %d, unlisted %d; want 32 in all, some listed", len(got.Landlock), got.Unlisted)
 	}
 }

@@ -20,8 +20,8 @@
 //	event.category  ["process"], ["network"] or ["configuration"]
 //	event.type      ["access"|"start"|"end"|"info"|"error"|"change"]
 //	event.action    exec.decision, exec.start, exec.exit, exec.kill,
-//	                protocol.error, quota.exceeded, policy.reload, server.start,
-//	                server.stop
+//	                sandbox.denials, protocol.error, quota.exceeded,
+//	                policy.reload, server.start, server.stop
 //	event.outcome   "success" or "failure"
 //	event.dataset   "sockwarden.audit"
 //	seq             1, 2, 3... gap-free within one server run
@@ -58,7 +58,15 @@
 //     A child that had a cgroup of its own adds sockwarden.exit.cgroup:
 //     {path, killed, oom_kills} and, when measured, memory_peak_bytes,
 //     pids_peak, cpu_ns (every process of the request), and
-//     lingering: true when some were still dying.
+//     lingering: true when some were still dying. Where the server
+//     reports sandbox denials, sockwarden.denials: {landlock: [{access,
+//     target, count}], received, unlisted, total, complete}, those the
+//     kernel had reported by the time the child ended; total and
+//     complete once the kernel's final count had come.
+//   - sandbox.denials: process.pid, sockwarden.denials as above, final:
+//     written after an exec.exit whose list was not final when the final
+//     report adds to it or is incomplete. Outcome "success" when
+//     complete.
 //   - exec.kill: event.reason (timeout, disconnect, output_limit,
 //     stdin_limit, output_buffer, shutdown, protocol_error), process.{pid,pgid},
 //     sockwarden.kill.{signal,escalated}.

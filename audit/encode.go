@@ -26,6 +26,7 @@ var categories = map[string]string{
 	ActionKill:          `"category":["process"],"type":["info"]`,
 	ActionProtocolError: `"category":["network"],"type":["error"]`,
 	ActionQuota:         `"category":["network"],"type":["denied"]`,
+	ActionDenials:       `"category":["process"],"type":["denied"]`,
 	ActionPolicyReload:  `"category":["configuration"],"type":["change"]`,
 	ActionServerStart:   `"category":["process"],"type":["start"]`,
 	ActionServerStop:    `"category":["process"],"type":["end"]`,
@@ -242,7 +243,7 @@ func appendStart(b []byte, s *Start) []byte {
 	return b
 }
 
-func appendExit(b []byte, e *Exit, end time.Time) []byte {
+func appendExit(b []byte, e *Exit, end time.Time, limit int) []byte {
 	b = append(b, `,"process":{"pid":`...)
 	b = strconv.AppendInt(b, int64(e.PID), 10)
 	if e.Signal == "" {
@@ -299,8 +300,62 @@ func appendExit(b []byte, e *Exit, end time.Time) []byte {
 		}
 		b = append(b, '}')
 	}
-	b = append(b, `},`...)
+	b = append(b, '}')
+	if e.Denials != nil {
+		b = appendDenials(append(b, ','), e.Denials, limit)
+	}
+	b = append(b, ',')
 	return b
+}
+
+// appendDenials appends "denials":{...} of sockwarden. Denials that
+// would take the record past limit bytes are counted as unlisted.
+func appendDenials(b []byte, d *SandboxDenials, limit int) []byte {
+	b = append(b, `"denials":{"landlock":[`...)
+	unlisted := d.Unlisted
+	for i, x := range d.Landlock {
+		// Room for this entry (its target once more for escapes) and
+		// the rest of the object.
+		if len(b)+len(x.Access)+2*len(x.Target)+60+200 > limit {
+			for _, y := range d.Landlock[i:] {
+				unlisted += y.Count
+			}
+			break
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"access":`...)
+		b = appendString(b, x.Access)
+		b = append(b, `,"target":`...)
+		b = appendString(b, x.Target)
+		b = append(b, `,"count":`...)
+		b = strconv.AppendInt(b, int64(x.Count), 10)
+		b = append(b, '}')
+	}
+	b = append(b, `],"received":`...)
+	b = strconv.AppendInt(b, int64(d.Received), 10)
+	if unlisted > 0 {
+		b = append(b, `,"unlisted":`...)
+		b = strconv.AppendInt(b, int64(unlisted), 10)
+	}
+	if d.Total >= 0 {
+		b = append(b, `,"total":`...)
+		b = strconv.AppendInt(b, int64(d.Total), 10)
+	}
+	if d.Final {
+		b = append(b, `,"complete":`...)
+		b = strconv.AppendBool(b, d.Complete)
+	}
+	return append(b, '}')
+}
+
+func appendDenialsRecord(b []byte, d *Denials, limit int) []byte {
+	b = append(b, `,"process":{"pid":`...)
+	b = strconv.AppendInt(b, int64(d.PID), 10)
+	b = append(b, `},"sockwarden":{`...)
+	b = appendDenials(b, &d.Denials, limit)
+	return append(b, ',')
 }
 
 func appendKill(b []byte, k *Kill) []byte {

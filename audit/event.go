@@ -15,7 +15,10 @@ const (
 	ActionProtocolError = "protocol.error"
 	// ActionQuota is a caller's connections turned away over its quota,
 	// one record per caller per interval with the count.
-	ActionQuota        = "quota.exceeded"
+	ActionQuota = "quota.exceeded"
+	// ActionDenials follows an exec.exit whose sandbox denials were not
+	// final when it was written (see [Denials]).
+	ActionDenials      = "sandbox.denials"
 	ActionPolicyReload = "policy.reload"
 	ActionServerStart  = "server.start"
 	ActionServerStop   = "server.stop"
@@ -192,6 +195,47 @@ type Exit struct {
 	// Cgroup is what the child's own cgroup recorded; nil when it had
 	// none (kills then reached its process group only).
 	Cgroup *ExitCgroup
+	// Denials are the child's sandbox denials as the kernel reported
+	// them by the time the child ended (sockwarden.denials); nil where
+	// denials are not reported.
+	Denials *SandboxDenials
+}
+
+// SandboxDenials are what the kernel reported of a child's sandbox
+// denials (sockwarden.denials).
+type SandboxDenials struct {
+	// Landlock are the distinct Landlock denials, first seen first.
+	Landlock []Denial
+	// Received counts the denials received, repeats included; Unlisted
+	// those not in Landlock (past the bound of the list or the record).
+	Received, Unlisted int
+	// Total is the kernel's count, -1 while unknown.
+	Total int
+	// Final is true once the kernel's count came or the wait for it
+	// ended; Complete is true when Final and every denial the kernel
+	// counted was received.
+	Final, Complete bool
+}
+
+// Denial is one kind of access the sandbox refused: Access as Landlock
+// names it ("fs.write_file"), Target the path, address or process it was
+// refused on, Count the times.
+type Denial struct {
+	Access, Target string
+	Count          int
+}
+
+// Denials records the final sandbox denials of a child
+// (sandbox.denials), for an exit record that could not give them all:
+// the kernel's count comes 30-70 ms after the child is reaped, and
+// records may come late or be lost.
+type Denials struct {
+	// RequestID correlates the records of one request.
+	RequestID string
+	// PID is the child's process ID.
+	PID int
+	// Denials is the whole report.
+	Denials SandboxDenials
 }
 
 // ExitCgroup is the accounting of a child's cgroup

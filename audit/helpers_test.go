@@ -129,7 +129,13 @@ var (
 	sampleExit = audit.Exit{RequestID: "req-1", PID: 5001, ExitCode: 0, Duration: 2500 * time.Microsecond,
 		StdinBytes: 0, StdoutBytes: 93, StderrBytes: 0, UserCPU: 1200 * time.Microsecond, SystemCPU: 800 * time.Microsecond, MaxRSS: 3 << 20,
 		Cgroup: &audit.ExitCgroup{Path: "/sys/fs/cgroup/system.slice/sockwarden.service/sockwarden/req-1000-1", Killed: 1,
-			MemoryPeak: 4 << 20, PidsPeak: 2, CPU: 2100 * time.Microsecond}}
+			MemoryPeak: 4 << 20, PidsPeak: 2, CPU: 2100 * time.Microsecond},
+		Denials: &audit.SandboxDenials{Landlock: []audit.Denial{{Access: "fs.make_reg", Target: "/etc", Count: 2},
+			{Access: "net.connect_tcp", Target: "127.0.0.1:5432", Count: 1}}, Received: 3, Total: -1}}
+	sampleDenials = audit.Denials{RequestID: "req-1", PID: 5001, Denials: audit.SandboxDenials{
+		Landlock: []audit.Denial{{Access: "fs.make_reg", Target: "/etc", Count: 2}, {Access: "net.connect_tcp", Target: "127.0.0.1:5432", Count: 1},
+			{Access: "fs.execute,fs.read_file", Target: "/tmp/a b/run.sh", Count: 1}},
+		Received: 4, Total: 4, Final: true, Complete: true}}
 	sampleSignalExit = audit.Exit{RequestID: "req-4", PID: 5002, Signal: "XFSZ", Duration: 3 * time.Second,
 		End: t0.Add(time.Hour), StdinBytes: 10, StdoutBytes: 10485760, StderrBytes: 12, StdoutTruncated: true, MaxRSS: 1 << 20}
 	sampleKill          = audit.Kill{RequestID: "req-4", PID: 5002, PGID: 5002, Reason: audit.KillTimeout, Signal: "TERM", Escalated: true}
@@ -148,6 +154,7 @@ func logAll(t testing.TB, l *audit.Logger) {
 		func() error { return l.Decision(sampleDecision) },
 		func() error { return l.Start(sampleStart) },
 		func() error { return l.Exit(sampleExit) },
+		func() error { return l.Denials(sampleDenials) },
 		func() error { return l.Decision(sampleDeny) },
 		func() error { return l.Start(sampleSpawnFail) },
 		func() error { return l.Kill(sampleKill) },

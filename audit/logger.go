@@ -307,7 +307,18 @@ func (l *Logger) Exit(e Exit) error {
 	if end.IsZero() {
 		end = now
 	}
-	return l.finish(appendExit(b, &e, end), h.action)
+	return l.finish(appendExit(b, &e, end, l.maxRecord-chainReserve), h.action)
+}
+
+// Denials writes a sandbox.denials record. Its outcome is "success" when
+// the report is complete.
+func (l *Logger) Denials(d Denials) error {
+	h := head{action: ActionDenials, success: d.Denials.Complete, requestID: d.RequestID}
+	b, _, err := l.begin(&h)
+	if err != nil {
+		return err
+	}
+	return l.finish(appendDenialsRecord(b, &d, l.maxRecord-chainReserve), h.action)
 }
 
 // Kill writes an exec.kill record.

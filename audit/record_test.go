@@ -48,8 +48,8 @@ func TestRecordsGolden(t *testing.T) {
 		}
 		t.Fatal("records differ from golden file (go test ./audit -run Golden -update to accept)")
 	}
-	if n := audittest.ValidateLines(t, want); n != 12 {
-		t.Errorf("golden file has %d records, want 12", n)
+	if n := audittest.ValidateLines(t, want); n != 13 {
+		t.Errorf("golden file has %d records, want 13", n)
 	}
 }
 

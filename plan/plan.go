@@ -234,6 +234,9 @@ type Plan struct {
 	// Mask is the decision's (denied or not): what of the argv the audit
 	// record and the operator log must not show.
 	Mask *policy.Mask
+	// Explain sends the client a stderr line per sandbox denial of the
+	// program (the decision's explain).
+	Explain bool
 }
 
 // ClientLine is the one stderr line the client gets when the program does
@@ -313,6 +316,7 @@ func (pl *Planner) Plan(d *policy.Decision, def *Defaults, req *Request) *Plan {
 		Cached:       d.Cached,
 		Mask:         d.Mask,
 		Quota:        d.Quota,
+		Explain:      d.Explain,
 	}
 	if !d.Allow {
 		p.Status = StatusDenied

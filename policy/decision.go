@@ -54,6 +54,10 @@ type Decision struct {
 	// Quota bounds how many requests this decision's rule may run at
 	// once, across callers; nil = none.
 	Quota *Quota
+	// Explain sends the client one stderr line per distinct sandbox
+	// denial of the program, before the exit status (where the server
+	// reports denials; see [sandbox.DenialWatcher]).
+	Explain bool
 	// Mask names what of the argv the audit record and the operator log
 	// must not show; nil = only the configured patterns. It applies to
 	// denied requests too.
@@ -237,7 +241,7 @@ type rootPath struct{}
 func (rootPath) String() string { return "decision" }
 
 // decisionKeys lists the keys of a decision document, for error messages.
-const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, mask, quota, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
+const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, mask, quota, explain, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
@@ -283,6 +287,12 @@ func DecodeDecision(v ast.Value) (Decision, error) {
 				return wantGot(w, "a boolean", val)
 			}
 			d.TmpDir = bool(b)
+		case "explain":
+			b, ok := val.(ast.Boolean)
+			if !ok {
+				return wantGot(w, "a boolean", val)
+			}
+			d.Explain = bool(b)
 		case "cgroup":
 			d.Cgroup, err = decodeCgroup(w, val)
 		case "timeout":
@@ -806,6 +816,7 @@ type decisionJSON struct {
 	TmpDir         bool               `json:"tmpdir,omitempty"`
 	Mask           *Mask              `json:"mask,omitempty"`
 	Quota          *Quota             `json:"quota,omitempty"`
+	Explain        bool               `json:"explain,omitempty"`
 	Cgroup         *Cgroup            `json:"cgroup,omitempty"`
 	Timeout        string             `json:"timeout,omitempty"`
 	KillTimeout    string             `json:"kill_timeout,omitempty"`
@@ -857,7 +868,7 @@ func emptyIfNil(s []string) []string {
 func (d Decision) MarshalJSON() ([]byte, error) {
 	j := decisionJSON{
 		Allow: d.Allow, Message: d.Message, Reasons: d.Reasons, Cwd: d.Cwd, Cgroup: d.Cgroup, Seccomp: d.Seccomp,
-		Network: d.Network, IPC: d.IPC, TmpDir: d.TmpDir, Mask: d.Mask, Quota: d.Quota,
+		Network: d.Network, IPC: d.IPC, TmpDir: d.TmpDir, Mask: d.Mask, Quota: d.Quota, Explain: d.Explain,
 		MaxOutputBytes: d.MaxOutputBytes, MaxStdinBytes: d.MaxStdinBytes,
 		Revision: d.Revision, Cached: d.Cached,
 	}

@@ -204,9 +204,20 @@ func forkChild(p *forkPlan, flags uintptr) (pid uintptr, err1 syscall.Errno, loc
 		}
 	}
 	if p.rulesetFD >= 0 {
-		if _, _, err1 = syscall.RawSyscall6(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(p.rulesetFD), 0, 0, 0, 0, 0); err1 != 0 {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(p.rulesetFD), p.landlockFlags, 0, 0, 0, 0); err1 != 0 {
 			p.failStep = stepLandlock
 			goto fail
+		}
+		// The deliberate first denial, which names the domain in the
+		// kernel's audit records: an ioctl on a device, which no rule
+		// grants. Its outcome does not matter.
+		if p.denialProbe != nil {
+			r1, _, err1 = syscall.RawSyscall6(unix.SYS_OPENAT, p.atFDCWD, uintptr(unsafe.Pointer(p.denialProbe)),
+				unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0, 0, 0)
+			if err1 == 0 {
+				syscall.RawSyscall6(unix.SYS_IOCTL, r1, unix.TCGETS, 0, 0, 0, 0)
+				syscall.RawSyscall6(unix.SYS_CLOSE, r1, 0, 0, 0, 0, 0)
+			}
 		}
 	}
 	for i = 0; i < len(p.filters); i++ {

@@ -111,6 +111,13 @@ type forkPlan struct {
 	ppid      uintptr
 	nnp       bool
 	rulesetFD int // -1: no Landlock
+	// landlockFlags are landlock_restrict_self's flags; denialProbe,
+	// when set, is the path ("/dev/null") of the child's deliberate
+	// first denial (see Sandbox denials in denials.go), opened from
+	// atFDCWD.
+	landlockFlags uintptr
+	denialProbe   *byte
+	atFDCWD       uintptr
 	// filters are the seccomp filters, installed last (after Landlock);
 	// filterProgs keeps their instructions alive.
 	filters     []unix.SockFprog

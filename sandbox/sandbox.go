@@ -257,6 +257,8 @@ type Process struct {
 	cg     *cgroup.Cgroup // nil: no cgroup of its own
 
 	uids       *uidPool // the pool of the dynamic uid, nil without one
+	watcher    *DenialWatcher
+	denials    *denialTrack // nil: denials not reported
 	privateIPC bool
 
 	waitOnce sync.Once
@@ -463,6 +465,10 @@ func (s *Spawner) startSpec(spec *Spec) (*Process, error) {
 	}
 	if plan != nil {
 		p.Landlock = plan.report
+		if fp.denialProbe != nil {
+			p.watcher = s.denials
+			p.denials = s.denials.register(pid)
+		}
 	}
 	ok = true
 	return p, nil
@@ -562,6 +568,9 @@ func (p *Process) Wait() (*State, error) {
 		}
 		if p.uids != nil {
 			p.uids.release(p.Credential.UID, p.cg != nil && !p.state.Cgroup.Lingering, p.privateIPC)
+		}
+		if p.denials != nil {
+			p.watcher.ended(p.Pid, p.denials)
 		}
 	})
 	return p.state, p.waitErr

@@ -79,6 +79,12 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, filters []seccomp.
 	}
 	if plan != nil {
 		p.rulesetFD = plan.rulesetFD
+		if s.denials != nil && plan.rulesetFD >= 0 {
+			p.landlockFlags = unix.LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON
+			p.denialProbe = &devNull[0]
+			fdcwd := unix.AT_FDCWD
+			p.atFDCWD = uintptr(fdcwd)
+		}
 	}
 	haveNofile := false
 	for _, r := range spec.Rlimits {
@@ -102,6 +108,9 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, filters []seccomp.
 	}
 	return p, nil
 }
+
+// devNull is the path of a child's deliberate first denial.
+var devNull = []byte("/dev/null\x00")
 
 func spawnError(path string, err error) error {
 	var fe *forkError

@@ -29,6 +29,9 @@ type Options struct {
 	// TmpDir is the parent of the private temporary directories of
 	// TmpDir specs ([DefaultTmpDir] when empty; "-" for none).
 	TmpDir string
+	// Denials, when set, reports each Landlock-confined child's
+	// denials ([Process.Denials]); it needs Landlock ABI 7.
+	Denials *DenialWatcher
 }
 
 // A Spawner starts sandboxed children ([Spawner.Start]). It holds what
@@ -59,6 +62,7 @@ type Spawner struct {
 	netns   emptyNetns  // for NoNetwork children
 	uids    *uidPool    // nil: no dynamic uids
 	tmp     tmpDirs
+	denials *DenialWatcher // nil: denials are not reported
 
 	noNetworkFilter bool // tests: show the gaps the network filter closes
 }
@@ -107,6 +111,9 @@ type Capabilities struct {
 	// TmpDir is the parent of the private temporary directories, ""
 	// when there are none (TmpDirReason says why).
 	TmpDir, TmpDirReason string
+	// Denials is true when each Landlock-confined child's denials are
+	// reported ([Options].Denials and Landlock ABI 7).
+	Denials bool
 }
 
 // pathIDTTL bounds how stale the Spawner's view of a Landlock path is.
@@ -132,6 +139,10 @@ func New(o Options) (*Spawner, error) {
 	s.caps.LandlockABI = o.landlockABI()
 	s.caps.SetID = canSetID()
 	s.caps.Namespaces = hasSysAdmin()
+	if o.Denials != nil && s.caps.LandlockABI >= 7 {
+		s.denials = o.Denials
+		s.caps.Denials = true
+	}
 	if o.DynamicUIDs.First != 0 && s.caps.SetID {
 		pool, held, err := newUIDPool(o.DynamicUIDs, UIDLockDir)
 		if err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -172,7 +173,7 @@ func (cn *conn) recordKill(proc *sandbox.Process, reason, signal string, escalat
 	cn.audited(audit.ActionKill, a.Kill(k))
 }
 
-func (cn *conn) recordExit(proc *sandbox.Process, st *sandbox.State) {
+func (cn *conn) recordExit(proc *sandbox.Process, st *sandbox.State, den *sandbox.DenialReport) {
 	a := cn.s.cfg.Audit
 	if a == nil {
 		return
@@ -205,7 +206,47 @@ func (cn *conn) recordExit(proc *sandbox.Process, st *sandbox.State) {
 			Lingering:  c.Lingering,
 		}
 	}
+	if den != nil {
+		e.Denials = auditDenials(den)
+	}
 	cn.audited(audit.ActionExit, a.Exit(e))
+}
+
+// auditDenials is a denial report as the audit trail records it.
+func auditDenials(r *sandbox.DenialReport) *audit.SandboxDenials {
+	d := &audit.SandboxDenials{Received: r.Received, Unlisted: r.Unlisted, Total: r.Total,
+		Final: r.Final, Complete: r.Complete, Landlock: make([]audit.Denial, len(r.Denials))}
+	for i, x := range r.Denials {
+		d.Landlock[i] = audit.Denial{Access: x.Access, Target: x.Target, Count: x.Count}
+	}
+	return d
+}
+
+// followDenials writes a sandbox.denials record for a child whose exit
+// record listed the denials seen, not final (seen), once the report is
+// final, if the final one adds to it or is incomplete. The wait is
+// bounded by sandbox.DenialFinalWait; Shutdown waits for it.
+func (cn *conn) followDenials(proc *sandbox.Process, seen *sandbox.DenialReport) {
+	s, id, log := cn.s, cn.id, cn.log
+	a := s.cfg.Audit
+	if a == nil {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		rep, _ := proc.WaitDenials(context.Background())
+		if rep.Complete && rep.Received == seen.Received {
+			return // the exit record had them all
+		}
+		if !rep.Complete {
+			log.Warn("sandbox denials incomplete: the kernel's audit records were lost or the final count never came",
+				"received", rep.Received, "total", rep.Total)
+		}
+		if err := a.Denials(audit.Denials{RequestID: id, PID: proc.Pid, Denials: *auditDenials(&rep)}); err != nil {
+			log.Error("audit: sandbox denials", "err", err)
+		}
+	}()
 }
 
 func (cn *conn) recordProtocolError(pe *ProtocolError) {

@@ -37,6 +37,7 @@ type runner struct {
 	out         [2]outPump     // stdout, stderr
 	outputs     sync.WaitGroup // the output pumps
 	killTimeout time.Duration
+	explain     bool      // the client hears of the sandbox's denials
 	deadline    time.Time // the request's deadline; zero for none
 	writeGrace  time.Duration
 	timer       *time.Timer   // the deadline; nil without one
@@ -71,6 +72,7 @@ func (cn *conn) run(ctx context.Context, proc *sandbox.Process, br *bufio.Reader
 		k:           killer{cn: cn, proc: proc, timeout: killTimeout, log: cn.log},
 		in:          stdinPump{cn: cn, p: p, br: br, dec: dec, w: proc.Stdin, max: pl.MaxStdinBytes, open: true},
 		killTimeout: killTimeout,
+		explain:     pl.Explain,
 		deadline:    deadline,
 		// Once a kill has started, a client that does not read may hold
 		// up the output and the reply for this long: the escalation, the
@@ -191,7 +193,23 @@ func (r *runner) finish(st *sandbox.State, err error) {
 	cn.log.Debug("child ended", "exit_code", st.ExitCode, "signal", signalName(st.Signal),
 		"wall", st.Wall, "kill_reason", k.reason, "escalated", k.escalated.Load(),
 		"stdin_bytes", cn.stdinBytes.Load(), "stdout_bytes", cn.stdout.bytes.Load(), "stderr_bytes", cn.stderr.bytes.Load())
-	cn.recordExit(r.proc, st)
+	den, denied := r.proc.Denials()
+	explain := denied && (r.explain || cn.s.cfg.ExplainDenials) &&
+		k.reason != KillReasonDisconnect && k.reason != KillReasonProtocolError
+	if explain && !den.Final {
+		// The client is to hear of them: wait (a little) for the rest.
+		ctx, cancel := context.WithTimeout(context.Background(), explainWait)
+		den, _ = r.proc.WaitDenials(ctx)
+		cancel()
+	}
+	if denied {
+		cn.recordExit(r.proc, st, &den)
+		if !den.Final {
+			cn.followDenials(r.proc, &den)
+		}
+	} else {
+		cn.recordExit(r.proc, st, nil)
+	}
 	if k.reason == KillReasonDisconnect || k.reason == KillReasonProtocolError {
 		return
 	}
@@ -204,6 +222,9 @@ func (r *runner) finish(st *sandbox.State, err error) {
 		b = appendStderrLine(b, fmt.Sprintf("sockwarden: output over the limit of %d bytes; the program was stopped (request %s)\n", r.out[0].max, cn.id))
 	case KillReasonOutputBuffer:
 		b = appendStderrLine(b, fmt.Sprintf("sockwarden: more than %d bytes of output waited for a client that was still sending stdin; the program was stopped (request %s)\n", cn.s.cfg.OutputBuffer, cn.id))
+	}
+	if explain {
+		b = appendDenialLines(b, &den, cn.id)
 	}
 	if !r.deadline.IsZero() && k.reason == "" {
 		// Spooled output still to send is bounded by the deadline too.
@@ -227,6 +248,26 @@ func (r *runner) finish(st *sandbox.State, err error) {
 			<-r.stdinDone
 		})
 	}
+}
+
+// explainWait bounds how long the final reply of a request whose
+// client hears of its sandbox denials waits for the kernel's final count
+// (which comes 30-70 ms after the child ends).
+const explainWait = 500 * time.Millisecond
+
+// appendDenialLines appends a stderr line per distinct sandbox denial,
+// and one saying what the list lacks, if anything.
+func appendDenialLines(b []byte, r *sandbox.DenialReport, id string) []byte {
+	for _, d := range r.Denials {
+		b = appendStderrLine(b, fmt.Sprintf("sockwarden: sandbox denied %s (request %s)\n", d, id))
+	}
+	switch {
+	case r.Unlisted > 0:
+		b = appendStderrLine(b, fmt.Sprintf("sockwarden: and %d more sandbox denials (request %s)\n", r.Unlisted, id))
+	case !r.Complete && r.Total > r.Received:
+		b = appendStderrLine(b, fmt.Sprintf("sockwarden: and %d more sandbox denials the kernel did not report (request %s)\n", r.Total-r.Received, id))
+	}
+	return b
 }
 
 func appendStderrLine(b []byte, line string) []byte {

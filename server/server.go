@@ -113,6 +113,11 @@ type Config struct {
 	// be written (on_failure = "continue"). By default such requests are
 	// refused, so that nothing runs unrecorded.
 	AuditBestEffort bool
+	// ExplainDenials sends every client a stderr line per sandbox
+	// denial of its program, before the exit status, as a decision's
+	// explain does for its requests (sockwarden -d). It needs a Spawner
+	// that reports denials.
+	ExplainDenials bool
 }
 
 func (c *Config) setDefaults() {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/internal/config"
+	"github.com/sockwarden/sockwarden/internal/kaudit"
 	"github.com/sockwarden/sockwarden/internal/systemd"
 	"github.com/sockwarden/sockwarden/plan"
 	"github.com/sockwarden/sockwarden/policy"
@@ -69,7 +70,7 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.version, "v", false, "print the version and exit")
-	fs.BoolVar(&o.debug, "d", false, "log at debug level")
+	fs.BoolVar(&o.debug, "d", false, "log at debug level, and send each client a stderr line per sandbox denial of its program (where denials are reported)")
 	fs.StringVar(&o.configFile, "c", "", "TOML configuration `file` (flags given override it)")
 	fs.Var(&o.policy, "p", "policy `path`: a .rego file, a directory of .rego and data files, or a bundle .tar.gz (repeatable; none = the embedded default policy)")
 	fs.IntVar(&o.backlog, "q", def.Server.Backlog, "listen(2) backlog: connections queued before accept")
@@ -254,7 +255,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer trail.Close()
 	}
 
-	spawner, err := sandbox.New(spawnerOptions(cfg))
+	denials := watchDenials(cfg.Audit.SandboxDenials, log)
+	if denials != nil {
+		// After the server and the spawner: reports still open end then.
+		defer denials.Close()
+	}
+	so := spawnerOptions(cfg)
+	so.Denials = denials
+	spawner, err := sandbox.New(so)
 	if err != nil {
 		log.Error("cannot start: cgroups", "err", err)
 		return 1
@@ -267,6 +275,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	caps := spawner.Capabilities()
+	if denials != nil {
+		if caps.Denials {
+			log.Info("sandbox denials: reported in each request's audit trail", "audit.sandbox_denials", cfg.Audit.SandboxDenials)
+		} else {
+			log.Info("sandbox denials: not reported: they need Landlock ABI 7", "landlock_abi", caps.LandlockABI)
+		}
+	}
 	cg := caps.Cgroups
 	if !cg.Available && cfg.Sandbox.Cgroups == config.CgroupsRequired {
 		log.Error("cannot start: cgroups are required (sandbox.cgroups = \"required\") and this server has none", "reason", cg.Reason)
@@ -302,6 +317,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		Audit:          trail,
 		// on_failure = "continue": run requests even when unrecorded.
 		AuditBestEffort: cfg.Audit.OnFailure == "continue",
+		ExplainDenials:  o.debug,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -572,6 +588,42 @@ func reloadPolicy(log *slog.Logger, cfg *config.Config, gate *server.PolicyGate,
 			log.Error("audit", "err", err)
 		}
 	}
+}
+
+// watchDenials sets up the reporting of sandbox denials as [audit]
+// sandbox_denials says (mode): it returns the watcher, or nil and says
+// once why there is none.
+func watchDenials(mode string, log *slog.Logger) *sandbox.DenialWatcher {
+	const key = "audit.sandbox_denials"
+	if mode == "off" {
+		log.Info("sandbox denials: not reported", key, mode)
+		return nil
+	}
+	st, err := kaudit.GetStatus()
+	if err != nil {
+		log.Info("sandbox denials: not reported: the kernel's audit status cannot be read (needs root: CAP_AUDIT_CONTROL and CAP_AUDIT_READ)", key, mode, "err", err)
+		return nil
+	}
+	if st.Enabled == 0 {
+		if mode != "on" {
+			log.Info("sandbox denials: not reported: the kernel's audit is off (auditd or auditctl -e 1 turns it on; so does audit.sandbox_denials = \"on\")", key, mode)
+			return nil
+		}
+		if err := kaudit.SetEnabled(true); err != nil {
+			log.Warn("sandbox denials: not reported: cannot turn the kernel's audit on", key, mode, "err", err)
+			return nil
+		}
+		log.Warn("sandbox denials: turned the kernel's audit on, for the whole host; it stays on after sockwarden stops (auditctl -e 0 turns it off)", key, mode)
+	}
+	w, err := sandbox.WatchDenials()
+	if err != nil {
+		log.Warn("sandbox denials: not reported", key, mode, "err", err)
+		return nil
+	}
+	if st.PID == 0 {
+		log.Debug("sandbox denials: no audit daemon: the kernel also writes each record to its own log (dmesg), rate-limited")
+	}
+	return w
 }
 
 // spawnerOptions are the configuration's sandbox.Options.

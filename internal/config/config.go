@@ -199,6 +199,10 @@ type Audit struct {
 	// "Authorization:") whose values no record or log line shows,
 	// whatever the policy says; [] turns them off.
 	MaskPatterns []string `toml:"mask_patterns"`
+	// SandboxDenials is "auto" (report each request's Landlock denials
+	// when the kernel's audit is on), "on" (turn the kernel's audit on at
+	// start-up if it is off) or "off".
+	SandboxDenials string `toml:"sandbox_denials"`
 }
 
 // Log configures the operator log.
@@ -249,6 +253,7 @@ func Default() *Config {
 			SyslogSocket:   "/dev/log",
 			MaxRecordBytes: audit.DefaultMaxRecordBytes,
 			MaskPatterns:   audit.DefaultMaskPatterns(),
+			SandboxDenials: "auto",
 		},
 		Log: Log{Format: "auto", Level: "info"},
 	}
@@ -408,6 +413,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.OnFailure != "refuse" && c.Audit.OnFailure != "continue" {
 		return bad("audit.on_failure", "want \"refuse\" or \"continue\", got %q", c.Audit.OnFailure)
+	}
+	switch c.Audit.SandboxDenials {
+	case "auto", "on", "off":
+	default:
+		return bad("audit.sandbox_denials", "want \"auto\", \"on\" or \"off\", got %q", c.Audit.SandboxDenials)
 	}
 	switch c.Log.Format {
 	case "auto", "text", "json":
