@@ -243,6 +243,17 @@ func (rootPath) String() string { return "decision" }
 // decisionKeys lists the keys of a decision document, for error messages.
 const decisionKeys = "allow, message, reasons, run_as, rlimits, landlock, seccomp, network, ipc, tmpdir, mask, quota, explain, cgroup, timeout, kill_timeout, env, cwd, umask, max_output_bytes, max_stdin_bytes"
 
+// CheckDecision reports what of a decoded decision no server runs as
+// asked although its shape is right: an allowed run_as of uid 0 ("root"
+// or "0"), which a server refuses unless sandbox.allow_root is set. It
+// is what `policy test` checks beyond [DecodeDecision].
+func CheckDecision(d *Decision) error {
+	if d.Allow && d.RunAs != nil && (d.RunAs.User == "0" || d.RunAs.User == "root") {
+		return fmt.Errorf("decision.run_as.user: %q is uid 0, which a server refuses unless sandbox.allow_root is set", d.RunAs.User)
+	}
+	return nil
+}
+
 // DecodeDecision decodes a decision document strictly. It is what the
 // engine applies to the policy's answer; exported for tools and tests.
 // The returned Decision has Revision, EvalDuration and Err unset.

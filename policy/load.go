@@ -109,11 +109,7 @@ func readPaths(paths []string, fsys fs.FS) (*loaded, error) {
 	}
 	if len(plain) > 0 {
 		l.bundleOnly = false
-		fl := loader.NewFileLoader().WithProcessAnnotation(true)
-		if fsys != nil {
-			fl = fl.WithFS(fsys)
-		}
-		res, err := fl.Filtered(plain, skipFile(true))
+		res, err := loadFiles(plain, ast.RegoUndefined, skipFile(true), fsys)
 		if err != nil {
 			return nil, loadError(err)
 		}

@@ -15,20 +15,30 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "scripts/deps.sh: the tests need these Debian packages: ${missing[*]}" >&2
+    echo "scripts/deps.sh: run as root (the tests need root anyway), or: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "scripts/deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # Install without starting services (nginx would start on port 80).
+  policy=/usr/sbin/policy-rc.d
+  had_policy=no; [ -e "$policy" ] && had_policy=yes
+  [ "$had_policy" = yes ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; }
+  trap '[ "$had_policy" = yes ] || rm -f "$policy"' EXIT
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "scripts/deps.sh: the tests need these Debian packages: ${missing[*]}" >&2
-  echo "scripts/deps.sh: run as root (the tests need root anyway), or: apt-get install ${missing[*]}" >&2
-  exit 1
+
+# opa, the version of the OPA library sockwarden embeds: the tests compare
+# `sockwarden policy test` with `opa test` on the same policies. Built from
+# the Go module proxy (a few minutes, once).
+opa_version=$(cd "$(dirname "$0")/.." && go list -m -f '{{.Version}}' github.com/open-policy-agent/opa)
+opa_bin=/usr/local/bin/opa
+[ "$(id -u)" = 0 ] || opa_bin="$(go env GOPATH)/bin/opa"
+if ! "$opa_bin" version 2>/dev/null | grep -qx "Version: ${opa_version#v}"; then
+  echo "scripts/deps.sh: installing opa $opa_version into $(dirname "$opa_bin")" >&2
+  (cd / && GOFLAGS= GOBIN="$(dirname "$opa_bin")" go install "github.com/open-policy-agent/opa@$opa_version")
 fi
-echo "scripts/deps.sh: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-# Install without starting services (nginx would start on port 80).
-policy=/usr/sbin/policy-rc.d
-had_policy=no; [ -e "$policy" ] && had_policy=yes
-[ "$had_policy" = yes ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; }
-trap '[ "$had_policy" = yes ] || rm -f "$policy"' EXIT
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -10,9 +10,12 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/sockwarden/sockwarden/internal/config"
 	"github.com/sockwarden/sockwarden/peer"
@@ -22,11 +25,11 @@ import (
 	"github.com/sockwarden/sockwarden/server"
 )
 
-// Exit statuses of `check` and `policy test`.
+// Exit statuses of `check` (`policy test` has opa test's).
 const (
-	policyExitOK    = 0 // check: allowed; policy test: every test passed
-	policyExitFail  = 1 // check: denied; policy test: a test failed or errored
-	policyExitUsage = 2 // bad usage, or the policy/tests could not be loaded
+	policyExitOK    = 0 // allowed
+	policyExitFail  = 1 // denied
+	policyExitUsage = 2 // bad usage, or the policy could not be loaded
 )
 
 // policyPathsFlag is a repeatable string flag.
@@ -377,51 +380,102 @@ func newCheckPlan(pl *plan.Plan) *checkPlan {
 	return cp
 }
 
-const policyTestUsage = `Usage: sockwarden policy test [-v] PATH...
+const policyTestUsage = `Usage: sockwarden policy test [flags] PATH... (flags before or after the paths)
 
 Run the Rego unit tests (rules named test_*) in PATH (.rego, .json and .yaml
-files or directories, read recursively), like opa test, and print a summary
-such as "PASS: 12/12". With -v, print every test and the trace of failures.
+files or directories, read recursively) with OPA's tester, as opa test
+does, with its flags, its output and its exit status. Each .rego file is
+read as Rego v1 when it parses as v1, else as v0 (--v0-compatible reads all
+as v0).
 
-Exit status: 0 every test passed, 1 a test failed or errored, 2 bad usage
-or the tests could not be loaded or compiled, or no test was found.
+Every decision a test makes the policy produce is also checked against the
+decision schema (policy/decision.schema.json): a test whose decision has an
+unknown key (a typo such as "timout"), a wrong type or an impossible value
+fails, and its output names the key and the rule's file:line.
+
+Exit status (as opa test): 0 every test passed (or none ran, unless
+--fail-on-empty); 2 a test failed or errored, or the coverage is under
+--threshold; 1 the tests could not be loaded or compiled, bad usage, or
+(with --coverage, as opa test) a test failed.
 
 Flags:
 `
 
-// runPolicyTest implements `sockwarden policy test [-v] PATH...`. args are
-// the arguments after "policy test"; a leading "test" is skipped too, so
-// the caller may pass those after "policy" (write ./test for a directory
-// named test).
+// runPolicyTest implements `sockwarden policy test [flags] PATH...`. args
+// are the arguments after "policy test"; a leading "test" is skipped too,
+// so the caller may pass those after "policy" (write ./test for a
+// directory named test).
 func runPolicyTest(args []string, stdout, stderr io.Writer) int {
+	const exitLoad, exitFail = 1, 2 // opa test's
 	if len(args) > 0 && args[0] == "test" {
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	verbose := fs.Bool("v", false, "verbose: print every test (PASS/FAIL/ERROR) and the trace of failures")
+	var o policy.TestOptions
+	var v0 bool
+	for _, name := range []string{"v", "verbose"} {
+		fs.BoolVar(&o.Verbose, name, false, "print every test (PASS/FAIL/ERROR) and the trace of failures")
+	}
+	for _, name := range []string{"r", "run"} {
+		fs.StringVar(&o.Run, name, "", "run only the tests whose names match this `regex`")
+	}
+	for _, name := range []string{"c", "coverage"} {
+		fs.BoolVar(&o.Coverage, name, false, "print a coverage report as JSON instead of the test report")
+	}
+	for _, name := range []string{"f", "format"} {
+		fs.StringVar(&o.Format, name, "pretty", "output `format`: pretty or json")
+	}
+	for _, name := range []string{"p", "parallel"} {
+		fs.IntVar(&o.Parallel, name, runtime.NumCPU(), "how many tests run at once (`n`)")
+	}
+	fs.Float64Var(&o.Threshold, "threshold", 0, "fail (exit 2) when the coverage is under this `percentage` (implies --coverage)")
+	fs.DurationVar(&o.Timeout, "timeout", 0, "deadline of each test (`duration`; default 5s)")
+	fs.BoolVar(&v0, "v0-compatible", false, "read every .rego file as Rego v0 (OPA 0.x syntax)")
+	fs.BoolVar(&o.FailOnEmpty, "fail-on-empty", false, "exit 1 when no test ran (a mistyped path or --run)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, policyTestUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Flags may come after the paths, as with opa test: parse, take a
+	// path, parse the rest.
+	var paths []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return exitLoad
 		}
-		return policyExitUsage
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			paths = append(paths, args[1:]...)
+			break
+		}
+		paths, args = append(paths, args[0]), args[1:]
 	}
-	if fs.NArg() == 0 {
+	if len(paths) == 0 {
 		fmt.Fprintln(stderr, "sockwarden policy test: no PATH given")
 		fs.Usage()
-		return policyExitUsage
+		return exitLoad
 	}
-	ok, err := policy.RunTests(context.Background(), stdout, fs.Args(), *verbose)
+	if v0 {
+		o.RegoVersion = ast.RegoV0
+	}
+	err := policy.RunTests(context.Background(), stdout, paths, o)
+	var tf *policy.TestFailure
 	switch {
+	case errors.As(err, &tf):
+		if tf.Coverage != nil {
+			fmt.Fprintf(stderr, "sockwarden policy test: %v\n", tf.Coverage)
+		}
+		return exitFail
 	case err != nil:
 		fmt.Fprintf(stderr, "sockwarden policy test: %v\n", err)
-		return policyExitUsage
-	case !ok:
-		return policyExitFail
+		return exitLoad
 	}
 	return 0
 }

@@ -234,14 +234,17 @@ func TestPolicyTest(t *testing.T) {
 		{"example passes", []string{examplePolicy}, 0, "PASS: ", ""},
 		{"example verbose", []string{"-v", examplePolicy}, 0, "test_allow_uname: PASS", ""},
 		{"leading test word is skipped", []string{"test", examplePolicy}, 0, "PASS: ", ""},
-		{"failing test", []string{failing}, 1, "FAIL: 1/2", ""},
-		{"failing test verbose", []string{"-v", failing}, 1, "test_wrong: FAIL", ""},
-		{"erroring test", []string{erroring}, 1, "ERROR", ""},
-		{"parse error", []string{broken}, 2, "", "p_test.rego:"},
-		{"no tests", []string{noTests}, 2, "", "no tests found"},
-		{"no path", nil, 2, "", "no PATH given"},
-		{"missing path", []string{filepath.Join(noTests, "nope")}, 2, "", "nope"},
-		{"unknown flag", []string{"--bogus", examplePolicy}, 2, "", "bogus"},
+		{"verbose after the path", []string{examplePolicy, "-v"}, 0, "test_allow_uname: PASS", ""},
+		{"failing test", []string{failing}, 2, "FAIL: 1/2", ""},
+		{"failing test verbose", []string{"-v", failing}, 2, "test_wrong: FAIL", ""},
+		{"erroring test", []string{erroring}, 2, "ERROR", ""},
+		{"parse error", []string{broken}, 1, "", "p_test.rego:"},
+		{"no tests", []string{noTests}, 0, "", ""},
+		{"no tests, --fail-on-empty", []string{noTests, "--fail-on-empty"}, 1, "", "no tests found"},
+		{"no path", nil, 1, "", "no PATH given"},
+		{"missing path", []string{filepath.Join(noTests, "nope")}, 1, "", "nope"},
+		{"unknown flag", []string{"--bogus", examplePolicy}, 1, "", "bogus"},
+		{"unknown format", []string{"--format", "xml", examplePolicy}, 1, "", "unknown format"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,8 +281,8 @@ func TestPolicyTestCatchesBrokenExampleTest(t *testing.T) {
 		}
 	}
 	var out, errb bytes.Buffer
-	if code := runPolicyTest([]string{"-v", dir}, &out, &errb); code != 1 {
-		t.Fatalf("exit %d, want 1\n%s%s", code, out.String(), errb.String())
+	if code := runPolicyTest([]string{"-v", dir}, &out, &errb); code != 2 {
+		t.Fatalf("exit %d, want 2\n%s%s", code, out.String(), errb.String())
 	}
 	if !strings.Contains(out.String(), "test_allow_uname: FAIL") {
 		t.Errorf("the broken test is not named:\n%s", out.String())
