@@ -678,3 +678,30 @@ func TestDecodeDecisionCgroup(t *testing.T) {
 		}
 	}
 }
+
+// TestRegoVersions: the same policy written in Rego v0 and in Rego v1
+// loads from a directory and passes its tests, each file read as the
+// version it parses as; forcing v0 on the v1 files fails, naming them.
+func TestRegoVersions(t *testing.T) {
+	for _, dir := range []string{"testdata/v0", "testdata/v1"} {
+		t.Run(dir, func(t *testing.T) {
+			e := mustLoad(t, Options{Paths: []string{dir}})
+			d := e.Evaluate(context.Background(), Input{Argv: []string{"uname"}, Exe: "/usr/bin/uname"})
+			if !d.Allow || len(d.Reasons) != 1 || d.Reasons[0] != "uname is a tool" {
+				t.Errorf("uname: %+v", d)
+			}
+			if d := e.Evaluate(context.Background(), Input{Argv: []string{"rm"}, Exe: "/usr/bin/rm"}); d.Allow {
+				t.Errorf("rm allowed: %+v", d)
+			}
+			var out bytes.Buffer
+			if err := RunTests(context.Background(), &out, []string{dir}, TestOptions{}); err != nil || !strings.Contains(out.String(), "PASS: 2/2") {
+				t.Errorf("RunTests: %v\n%s", err, out.String())
+			}
+		})
+	}
+	var out bytes.Buffer
+	err := RunTests(context.Background(), &out, []string{"testdata/v1"}, TestOptions{RegoVersion: ast.RegoV0})
+	if err == nil || !strings.Contains(err.Error(), "testdata/v1/policy.rego") {
+		t.Errorf("v1 files read as v0: %v", err)
+	}
+}
