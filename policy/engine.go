@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,10 @@ type Options struct {
 	// Data, when set, is merged into data next to the loaded data files
 	// (a conflicting key is a load error). Values must be JSON-like.
 	Data map[string]any
+	// Tests is what the policy's own tests (its *_test.rego files) decide
+	// at load: [TestsRefuse] (the default, also for ""), [TestsWarn] or
+	// [TestsOff].
+	Tests string
 	// CacheSize bounds the decision cache: the number of decisions the
 	// engine memoizes when the policy is a pure function of the request
 	// (see [Engine.Cacheable]). 0 means [DefaultCacheSize]; a negative
@@ -64,6 +69,7 @@ type Engine struct {
 	revision string
 	source   string
 	modules  []string
+	tests    TestSummary
 
 	// impure says why the policy's decisions may vary for equal cache keys
 	// (see impurity); "" = they cannot.
@@ -107,7 +113,7 @@ func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine
 		timeout = DefaultTimeout
 	}
 
-	l, err := readPaths(opts.Paths, fsys)
+	l, err := readPaths(opts.Paths, fsys, opts.Tests != TestsOff)
 	if err != nil {
 		return nil, err
 	}
@@ -178,10 +184,55 @@ func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine
 		}
 		return nil, fmt.Errorf("smoke evaluation: %w", d.Err)
 	}
+	if err := e.runOwnTests(ctx, l, opts.Tests, body[0].Terms.(*ast.Term).Value.(ast.Ref)); err != nil {
+		return nil, err
+	}
 	// The cache starts after the smoke evaluation: a synthetic request
 	// has no business in it.
 	return e.withCache(opts.CacheSize), nil
 }
+
+// Modes of [Options].Tests.
+const (
+	TestsRefuse = "refuse" // a policy whose tests fail does not load (the default)
+	TestsWarn   = "warn"   // it loads; Engine.Tests says they failed
+	TestsOff    = "off"    // the tests are not run
+)
+
+// TestSummary is how a policy's own tests went when it was loaded.
+type TestSummary struct {
+	// Files is how many *_test.rego files the policy had; 0 when none
+	// (or the tests were off), and then nothing ran.
+	Files int
+	// Failed is true when some test failed or errored, or could not be
+	// compiled; Report is the tester's report of the run.
+	Failed bool
+	Report string
+}
+
+// runOwnTests runs the policy's *_test.rego files, as `policy test` does
+// (decisions checked against the schema), as mode says.
+func (e *Engine) runOwnTests(ctx context.Context, l *loaded, mode string, decision ast.Ref) error {
+	if len(l.tests) == 0 || mode == TestsOff {
+		return nil
+	}
+	all := maps.Clone(l.modules)
+	maps.Copy(all, l.tests)
+	var report bytes.Buffer
+	err := runTests(ctx, &report, &testLoad{modules: all, data: l.data}, TestOptions{Parallel: 1}, decision, e.source)
+	e.tests = TestSummary{Files: len(l.tests), Failed: err != nil, Report: strings.TrimSpace(report.String())}
+	if err == nil || mode == TestsWarn {
+		return nil
+	}
+	var tf *TestFailure
+	if !errors.As(err, &tf) {
+		e.tests.Report = strings.TrimSpace(e.tests.Report + "\n" + err.Error())
+	}
+	return fmt.Errorf("its own tests fail (policy.tests = \"warn\" would load it anyway):\n%s", e.tests.Report)
+}
+
+// Tests says how the policy's own tests went when it was loaded.
+func (e *Engine) Tests() TestSummary { return e.tests }
 
 func isDataRef(expr *ast.Expr) bool {
 	t, ok := expr.Terms.(*ast.Term)

@@ -22,6 +22,7 @@ import (
 // loaded is everything read from the policy paths, not yet compiled.
 type loaded struct {
 	modules map[string]*ast.Module // by file name
+	tests   map[string]*ast.Module // the *_test.rego files, by file name
 	raw     map[string][]byte      // by file name, for the revision
 	data    map[string]any
 	// bundleRevs are the manifest revisions of the bundles read; bundleOnly
@@ -30,18 +31,21 @@ type loaded struct {
 	bundleOnly bool
 }
 
-// skipFile is the loader filter: inside directories and bundles it leaves
-// out Rego test files (they are for `policy test`, not for serving) and, in
-// plain directories, hidden files and directories (.git, editor files).
-func skipFile(hidden bool) loader.Filter {
+// skipFile is the loader filter: in plain directories it leaves out
+// hidden files and directories (.git, editor files), and everywhere the
+// Rego test files unless tests (then they are read, and kept apart from
+// the policy: see loaded.tests).
+func skipFile(hidden, tests bool) loader.Filter {
 	return func(_ string, info fs.FileInfo, depth int) bool {
-		name := info.Name()
-		if !info.IsDir() && strings.HasSuffix(name, "_test.rego") {
+		if !tests && !info.IsDir() && isTestFile(info.Name()) {
 			return true
 		}
-		return hidden && depth > 0 && strings.HasPrefix(name, ".")
+		return hidden && depth > 0 && strings.HasPrefix(info.Name(), ".")
 	}
 }
+
+// isTestFile tells a Rego test file by its name.
+func isTestFile(name string) bool { return strings.HasSuffix(name, "_test.rego") }
 
 func isBundlePath(path string) (bool, error) {
 	if strings.HasSuffix(path, ".tar.gz") {
@@ -61,12 +65,13 @@ func isBundlePath(path string) (bool, error) {
 // readPaths loads .rego, JSON and YAML files, directories (recursively) and
 // bundles (.tar.gz files, or directories holding a .manifest) from paths.
 // With fsys set, paths are read from it and bundles are not recognised.
-func readPaths(paths []string, fsys fs.FS) (*loaded, error) {
+func readPaths(paths []string, fsys fs.FS, tests bool) (*loaded, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("no policy paths given")
 	}
 	l := &loaded{
 		modules:    map[string]*ast.Module{},
+		tests:      map[string]*ast.Module{},
 		raw:        map[string][]byte{},
 		data:       map[string]any{},
 		bundleOnly: true,
@@ -85,7 +90,7 @@ func readPaths(paths []string, fsys fs.FS) (*loaded, error) {
 			plain = append(plain, p)
 			continue
 		}
-		b, err := readBundle(p)
+		b, err := readBundle(p, tests)
 		if err != nil {
 			return nil, err
 		}
@@ -109,7 +114,7 @@ func readPaths(paths []string, fsys fs.FS) (*loaded, error) {
 	}
 	if len(plain) > 0 {
 		l.bundleOnly = false
-		res, err := loadFiles(plain, ast.RegoUndefined, skipFile(true), fsys)
+		res, err := loadFiles(plain, ast.RegoUndefined, skipFile(true, tests), fsys)
 		if err != nil {
 			return nil, loadError(err)
 		}
@@ -126,11 +131,11 @@ func readPaths(paths []string, fsys fs.FS) (*loaded, error) {
 	return l, nil
 }
 
-func readBundle(path string) (*bundle.Bundle, error) {
+func readBundle(path string, tests bool) (*bundle.Bundle, error) {
 	fl := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithSkipBundleVerification(true).
-		WithFilter(skipFile(false))
+		WithFilter(skipFile(false, tests))
 	if strings.HasSuffix(path, ".tar.gz") {
 		// Hand the loader an open file we close ourselves: AsBundle on a
 		// path leaks the descriptor, and reloads would pile them up.
@@ -149,6 +154,11 @@ func readBundle(path string) (*bundle.Bundle, error) {
 }
 
 func (l *loaded) addModule(name string, m *ast.Module, raw []byte) error {
+	if isTestFile(name) {
+		// Tests are not part of the policy, nor of its revision.
+		l.tests[name] = m
+		return nil
+	}
 	if prev, ok := l.raw[name]; ok {
 		if string(prev) == string(raw) {
 			return nil

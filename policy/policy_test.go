@@ -102,13 +102,13 @@ func TestLoadSources(t *testing.T) {
 		".manifest":              `{"revision": "dir-rev-1", "roots": ["sockwarden"]}`,
 		"sockwarden/policy.rego": uidsPolicy,
 		"sockwarden/data.json":   `{"config": {"uids": [8], "source": "bundle dir"}}`,
-		"sockwarden/x_test.rego": "package sockwarden\n\ntest_x if broken syntax",
+		"sockwarden/x_test.rego": "package sockwarden\n\ntest_x if { decision.allow with input as {\"peer\": {\"uid\": 8}} }",
 	})
 	nested := writeFiles(t, map[string]string{
 		"policy.rego":              uidsPolicy,
 		"sockwarden/config/c.json": `{"uids": [9], "source": "nested json"}`, // lands at data.sockwarden.config
 		"README.md":                "not loaded",
-		"policy_test.rego":         "package sockwarden\n\nbroken syntax is never read",
+		"policy_test.rego":         "package sockwarden_test\n\ntest_nine if { data.sockwarden.decision.allow with input as {\"peer\": {\"uid\": 9}} }",
 		".git/HEAD":                "ref: refs/heads/main",
 		".hidden/evil.rego":        "package sockwarden\n\nbroken syntax",
 	})
@@ -122,7 +122,7 @@ func TestLoadSources(t *testing.T) {
 		{"directory", []string{"testdata/uids"}, 33, "data.json", ""},
 		{"rego and json files", []string{"testdata/uids/policy.rego", "testdata/uids/data.json"}, 33, "data.json", ""},
 		{"rego and yaml files", []string{"testdata/uids/policy.rego", "testdata/yamldata/data.yaml"}, 1001, "data.yaml", ""},
-		{"nested directory data, test and hidden files skipped", []string{nested}, 9, "nested json", ""},
+		{"nested directory data, hidden files skipped", []string{nested}, 9, "nested json", ""},
 		{"data prefix", []string{"testdata/uids/policy.rego", "sockwarden.config:" + filepath.Join(writeFiles(t, map[string]string{"c.json": `{"uids": [5], "source": "prefixed"}`}), "c.json")}, 5, "prefixed", ""},
 		{"bundle tar.gz", []string{bundlePath}, 7, "bundle", "rev-42"},
 		{"bundle directory", []string{bundleDir}, 8, "bundle dir", "dir-rev-1"},
@@ -703,5 +703,45 @@ func TestRegoVersions(t *testing.T) {
 	err := RunTests(context.Background(), &out, []string{"testdata/v1"}, TestOptions{RegoVersion: ast.RegoV0})
 	if err == nil || !strings.Contains(err.Error(), "testdata/v1/policy.rego") {
 		t.Errorf("v1 files read as v0: %v", err)
+	}
+}
+
+// TestOwnTestsAtLoad: a policy's own *_test.rego files run at load. The
+// typo fixture's tests pass under opa test, but its decision has an
+// unknown key: as a bundle, it is refused (TestsRefuse, the default),
+// loaded with the failure reported (TestsWarn), or loaded untested
+// (TestsOff). The example policy's tests pass.
+func TestOwnTestsAtLoad(t *testing.T) {
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("testdata/typo", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	typo := writeBundle(t, "typo-1", map[string]string{
+		"sockwarden/policy.rego":      read("policy.rego"),
+		"sockwarden/policy_test.rego": read("policy_test.rego"),
+	}, map[string]any{})
+
+	_, err := Load(context.Background(), Options{Paths: []string{typo}})
+	if err == nil {
+		t.Fatal("a bundle whose tests fail was loaded")
+	}
+	for _, want := range []string{"its own tests fail", "test_convert_allowed: FAIL", "/sockwarden/policy.rego:9: decision.timout: unknown key"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+
+	e := mustLoad(t, Options{Paths: []string{typo}, Tests: TestsWarn})
+	if s := e.Tests(); !s.Failed || s.Files != 1 || !strings.Contains(s.Report, "FAIL: 1/2") {
+		t.Errorf("warn: %+v", s)
+	}
+	if s := mustLoad(t, Options{Paths: []string{typo}, Tests: TestsOff}).Tests(); s.Files != 0 || s.Failed {
+		t.Errorf("off: %+v", s)
+	}
+	if s := mustLoad(t, Options{Paths: []string{examplePolicy}}).Tests(); s.Failed || s.Files != 1 || !strings.Contains(s.Report, "PASS: ") {
+		t.Errorf("example policy: %+v", s)
 	}
 }

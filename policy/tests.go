@@ -116,7 +116,12 @@ func RunTests(ctx context.Context, w io.Writer, paths []string, opts TestOptions
 	if err != nil {
 		return err
 	}
+	return runTests(ctx, w, l, opts, decisionRef, strings.Join(paths, ", "))
+}
 
+// runTests is RunTests on loaded modules and data; where names them in
+// errors.
+func runTests(ctx context.Context, w io.Writer, l *testLoad, opts TestOptions, decisionRef ast.Ref, where string) error {
 	// First the decision checks, one test at a time, with a tracer that
 	// sees each value of the decision's rules. Then the run the report
 	// shows, as opa test makes it.
@@ -184,7 +189,7 @@ func RunTests(ctx context.Context, w io.Writer, paths []string, opts TestOptions
 		return err
 	}
 	if ran == 0 && opts.FailOnEmpty {
-		return fmt.Errorf("%w in %s", ErrNoTests, strings.Join(paths, ", "))
+		return fmt.Errorf("%w in %s", ErrNoTests, where)
 	}
 	if failed {
 		return &TestFailure{}

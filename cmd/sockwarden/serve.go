@@ -292,6 +292,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start: policy", "err", err)
 		return 1
 	}
+	logPolicyTests(log, engine, cfg.Policy.Tests)
 	gate := server.NewPolicyGate(engine)
 
 	lim := serverLimits(cfg)
@@ -555,7 +556,26 @@ func loadPolicy(cfg *config.Config) (*policy.Engine, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return policy.Load(ctx, policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout), CacheSize: c.CacheSize})
+	return policy.Load(ctx, policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout), CacheSize: c.CacheSize, Tests: c.Tests})
+}
+
+// logPolicyTests says how the policy's own tests went when it loaded.
+func logPolicyTests(log *slog.Logger, e *policy.Engine, mode string) {
+	s := e.Tests()
+	switch {
+	case mode == policy.TestsOff:
+		log.Info("policy tests: not run (policy.tests = \"off\")")
+	case s.Files == 0:
+		log.Info("policy tests: the policy has none (*_test.rego files next to it run at every load)")
+	case s.Failed:
+		log.Warn("policy tests fail; the policy is in force anyway (policy.tests = \"warn\")", "files", s.Files, "report", s.Report)
+	default:
+		summary := s.Report
+		if i := strings.LastIndexByte(summary, '\n'); i >= 0 {
+			summary = summary[i+1:]
+		}
+		log.Info("policy tests pass", "files", s.Files, "summary", summary)
+	}
 }
 
 // logCacheable says whether e's decisions are memoized, and why not.
@@ -580,6 +600,7 @@ func reloadPolicy(log *slog.Logger, cfg *config.Config, gate *server.PolicyGate,
 	} else {
 		gate.Swap(e)
 		log.Info("policy reloaded", "source", e.Source(), "revision", e.Revision())
+		logPolicyTests(log, e, cfg.Policy.Tests)
 		logCacheable(log, e)
 		rec.Revision, rec.Source = e.Revision(), e.Source()
 	}

@@ -90,6 +90,10 @@ type Policy struct {
 	// policy.Engine.Cacheable): 0 means policy.DefaultCacheSize, a
 	// negative number turns the cache off.
 	CacheSize int `toml:"cache_size"`
+	// Tests is what a policy's own *_test.rego files decide at load and
+	// reload: "refuse" (a policy whose tests fail is not put in force),
+	// "warn" (it is, with a warning) or "off" (they are not run).
+	Tests string `toml:"tests"`
 }
 
 // Sandbox holds the defaults for what a policy decision leaves out.
@@ -235,6 +239,7 @@ func Default() *Config {
 			// Generous: the deadline is wall-clock time, which includes
 			// waiting for a CPU on a loaded machine, and a timeout denies.
 			EvalTimeout: Duration(time.Second),
+			Tests:       "refuse",
 		},
 		Sandbox: Sandbox{
 			Env:          map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"},
@@ -413,6 +418,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.OnFailure != "refuse" && c.Audit.OnFailure != "continue" {
 		return bad("audit.on_failure", "want \"refuse\" or \"continue\", got %q", c.Audit.OnFailure)
+	}
+	switch c.Policy.Tests {
+	case "refuse", "warn", "off":
+	default:
+		return bad("policy.tests", "want \"refuse\", \"warn\" or \"off\", got %q", c.Policy.Tests)
 	}
 	switch c.Audit.SandboxDenials {
 	case "auto", "on", "off":
