@@ -427,18 +427,9 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (d Decision) {
 		return failed(fmt.Errorf("%w after %v", ErrTimeout, e.timeout))
 	case err != nil && ctx.Err() != nil:
 		return failed(fmt.Errorf("%w: %w", ErrCanceled, ctx.Err()))
-	case err != nil:
-		return failed(fmt.Errorf("%w: %s", ErrEvaluation, evalErrorString(err)))
-	case len(rs) == 0 || len(rs[0].Expressions) == 0:
-		return failed(fmt.Errorf("%w: %s", ErrUndefined, e.query))
 	}
-	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
-	if !ok {
-		return failed(fmt.Errorf("%w: unexpected result type %T", ErrEvaluation, rs[0].Expressions[0].Value))
-	}
-	d, err = DecodeDecision(t.Value)
-	if err != nil {
-		return failed(err)
+	if d = e.decide(rs, err); d.Err != nil {
+		return d
 	}
 	if key != nil {
 		e.cache.put(key, d)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -102,5 +105,90 @@ func TestCheckMatchesServer(t *testing.T) {
 				t.Errorf("check allow=%v message %q; server %q", out.Allow, out.Message, got)
 			}
 		})
+	}
+}
+
+// lineOf returns the 1-based line of the first line of file that has
+// prefix, after the first one that has after ("" for none).
+func lineOf(t *testing.T, file, after, prefix string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seenAfter := after == ""
+	for i, l := range strings.Split(string(b), "\n") {
+		if !seenAfter {
+			seenAfter = strings.Contains(l, after)
+			continue
+		}
+		if strings.HasPrefix(l, prefix) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%s: no line starting with %q", file, prefix)
+	return 0
+}
+
+// TestCheckExplain: check --explain on the example policy names the rule
+// that allowed uname for www-data (web_allowed) and the rule that denied
+// sh -c (the inline-code denial), with their file:line and values.
+func TestCheckExplain(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(examplePolicy, "policy.rego")
+	type rule struct {
+		Rule, Location string
+		Value          any
+	}
+	explain := func(argv ...string) (map[string]any, []rule) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		runCheck(append([]string{"-p", examplePolicy, "--uid", "33", "--explain", "--"}, argv...), &out, &errb)
+		var res struct {
+			Allow   bool
+			Explain []rule
+		}
+		var all map[string]any
+		if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+			t.Fatalf("%v: %v\n%s%s", argv, err, out.String(), errb.String())
+		}
+		json.Unmarshal(out.Bytes(), &all)
+		return all, res.Explain
+	}
+	find := func(rules []rule, name, loc string) *rule {
+		for i := range rules {
+			if rules[i].Rule == name && rules[i].Location == loc {
+				return &rules[i]
+			}
+		}
+		return nil
+	}
+
+	all, rules := explain("uname", "-a")
+	if all["allow"] != true {
+		t.Fatalf("uname for www-data: %v", all)
+	}
+	loc := fmt.Sprintf("%s:%d", file, lineOf(t, file, "", "web_allowed if {"))
+	if r := find(rules, "data.sockwarden.web_allowed", loc); r == nil || r.Value != true {
+		t.Errorf("explain does not name web_allowed at %s:\n%+v", loc, rules)
+	}
+	if r := find(rules, "data.sockwarden.tool", fmt.Sprintf("%s:%d", file, lineOf(t, file, "", "tool := name if {"))); r == nil || r.Value != "uname" {
+		t.Errorf("explain does not give tool = uname:\n%+v", rules)
+	}
+
+	all, rules = explain("sh", "-c", "id")
+	if all["allow"] != false {
+		t.Fatalf("sh -c for www-data: %v", all)
+	}
+	loc = fmt.Sprintf("%s:%d", file, lineOf(t, file, "inline_flag(a) if a in", "denials contains {"))
+	r := find(rules, "data.sockwarden.denials", loc)
+	if r == nil {
+		t.Fatalf("explain does not name the inline-code denial at %s:\n%+v", loc, rules)
+	}
+	if m, _ := r.Value.(map[string]any); !strings.Contains(fmt.Sprint(m["msg"]), "inline code (sh -c)") {
+		t.Errorf("the inline-code denial's value: %v", r.Value)
+	}
+	if _, ok := all["server"]; !ok {
+		t.Error("no plan (server) next to the explanation")
 	}
 }

@@ -67,7 +67,7 @@ func (f *policyIDFlag) Set(s string) error {
 	return nil
 }
 
-const checkUsage = `Usage: sockwarden check [-c config.toml] [-p PATH]... [--uid N] [--gid N] [--pid N] [--socket PATH] [--query Q] [--timeout D] [--json] -- argv...
+const checkUsage = `Usage: sockwarden check [-c config.toml] [-p PATH]... [--uid N] [--gid N] [--pid N] [--socket PATH] [--query Q] [--timeout D] [--json] [--explain] -- argv...
 
 Print what a server with this configuration would do with a request, as
 indented JSON: the policy's decision (allow, message, reasons, run_as,
@@ -78,7 +78,10 @@ server would answer, and under "server": the outcome ("run", "denied" or
 "not started"), the reply the client would get when the program does not
 run (its stderr line and exit code, 126 or 127), or the plan it would run
 (program, identity, limits, Landlock paths with those missing on this host
-dropped, cgroup, environment), and the containment this host offers.
+dropped, cgroup, environment), and the containment this host offers. With
+--explain, "explain" lists every rule that held while the policy decided,
+in the order it did, with its file:line and the value it produced: the
+rule that allowed the request, or the deny rules that explain a deny.
 
 The request is judged and planned by the same code as the server's:
 argv[0] is resolved on server.path (not this process's PATH), and the
@@ -111,6 +114,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	query := fs.String("query", policy.DefaultQuery, "the decision `query` (only with -p)")
 	timeout := fs.Duration("timeout", 0, "evaluation `deadline` (default: the configuration's policy.eval_timeout, 1s)")
 	asJSON := fs.Bool("json", false, "print {\"input\": ..., \"decision\": ...}: the input document the policy saw, then the decision")
+	explain := fs.Bool("explain", false, "add \"explain\": every rule that held while the policy decided, in order, with its file:line and value")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, checkUsage)
 		fs.PrintDefaults()
@@ -192,7 +196,15 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		Time:   time.Now(),
 	}
 	in := server.Input(req)
-	d := eng.Evaluate(context.Background(), in)
+	var (
+		d     policy.Decision
+		rules []policy.RuleResult
+	)
+	if *explain {
+		d, rules = eng.Explain(context.Background(), in)
+	} else {
+		d = eng.Evaluate(context.Background(), in)
+	}
 	caps := sandbox.Probe(spawnerOptions(cfg))
 	host := plan.ThisProcess(caps, nil)
 	planner := plan.NewPlanner(host)
@@ -200,6 +212,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	pl := planner.Plan(&d, &def, &plan.Request{ID: req.ID, Argv: argv, Exe: exe, ExeErr: lookErr, Peer: p})
 
 	out, err := checkJSON(d, pl, host, req.ID)
+	if err == nil && *explain {
+		var eb []byte
+		if eb, err = json.Marshal(rules); err == nil {
+			out = append(append(append(bytes.TrimSuffix(out, []byte("}")), `,"explain":`...), eb...), '}')
+		}
+	}
 	if err == nil && *asJSON {
 		var in2 []byte
 		if in2, err = json.Marshal(in); err == nil {
