@@ -16,8 +16,11 @@ test: deps fmt vet policy race fuzz load
 deps:
 	scripts/deps.sh
 
-# The example policy's Rego unit tests, as a policy repository's CI runs them.
+# The example policy as a policy repository's CI checks it: formatted (opa
+# fmt's format), compiling in strict mode, its Rego unit tests passing.
 policy:
+	$(GO) run ./cmd/sockwarden policy fmt --fail -l examples/policy policy/default
+	$(GO) run ./cmd/sockwarden policy check --strict examples/policy
 	$(GO) run ./cmd/sockwarden policy test examples/policy
 
 fmt:

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
-	"os"
 	"strings"
 	"sync"
 
@@ -44,14 +43,7 @@ func (v *regoVersions) of(path string) ast.RegoVersion {
 	if rv, ok := v.byPath[path]; ok {
 		return rv
 	}
-	rv := ast.RegoV1
-	if src, err := os.ReadFile(path); err == nil {
-		if _, err := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1}); err != nil {
-			if _, err0 := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: ast.RegoV0}); err0 == nil {
-				rv = ast.RegoV0
-			}
-		}
-	}
+	rv := readFileVersion(path)
 	v.byPath[path] = rv
 	return rv
 }

@@ -41,10 +41,16 @@ Usage:
                                          then -c file, then flags) as TOML
   sockwarden run SOCKET -- argv...       run a program through a server; stdin, stdout,
                                          stderr and the exit status pass through
-  sockwarden check [-p policy]... [--uid N --gid N --pid N] -- argv...
-                                         print the decision the policy would make (JSON);
+  sockwarden check [-p policy]... [--uid N --gid N --pid N] [--explain] -- argv...
+                                         print the decision the policy would make (JSON),
+                                         and with --explain the rules that made it;
                                          exit 0 allow, 1 deny, 2 error
-  sockwarden policy test [-v] PATH...    run the Rego unit tests (test_ rules), like opa test
+  sockwarden policy test [flags] PATH... run the Rego unit tests (test_ rules) as opa test does
+                                         (its flags, output and exit codes), every decision
+                                         checked against the decision schema
+  sockwarden policy fmt [-w|-l|-d] PATH... format Rego as opa fmt does
+  sockwarden policy check [--strict] PATH...
+                                         compile the policy as opa check does
   sockwarden audit verify FILE...        check the hash chain of audit logs (rotated files
                                          in order); reports the first deleted, altered or
                                          reordered record
@@ -73,6 +79,14 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case "check":
 			return runCheck(args[1:], stdout, stderr)
 		case "policy":
+			if len(args) > 1 {
+				switch args[1] {
+				case "fmt":
+					return runPolicyFmt(args[2:], stdout, stderr)
+				case "check":
+					return runPolicyCheck(args[2:], stdout, stderr)
+				}
+			}
 			return runPolicyTest(args[1:], stdout, stderr)
 		case "bench":
 			return runBench(args[1:], stdout, stderr)

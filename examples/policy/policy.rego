@@ -106,28 +106,28 @@ tools["true"] := {}
 
 tools["false"] := {}
 
-tools.echo := {}
+tools["echo"] := {}
 
-tools.uname := {}
+tools["uname"] := {}
 
-tools.date := {}
+tools["date"] := {}
 
-tools.sleep := {
+tools["sleep"] := {
 	"timeout": "65s",
 	"rlimits": {"cpu": 1},
 }
 
 # Tools that read files see the content roots (read-only) and start in the
 # first one; their file arguments are checked (argument_denials).
-tools.cat := file_tool
+tools["cat"] := file_tool
 
-tools.head := file_tool
+tools["head"] := file_tool
 
-tools.wc := file_tool
+tools["wc"] := file_tool
 
-tools.ls := file_tool
+tools["ls"] := file_tool
 
-tools.sha256sum := object.union(file_tool, {
+tools["sha256sum"] := object.union(file_tool, {
 	"timeout": "30s",
 	"rlimits": {"cpu": 20},
 })
@@ -144,7 +144,7 @@ file_tools := {"cat", "head", "wc", "sha256sum", "ls"}
 
 # ImageMagick, stdin to stdout only (see convert_arg_ok). Big images need
 # CPU and memory; an address-space limit is safe for this C program.
-tools.convert := {
+tools["convert"] := {
 	"timeout": "60s",
 	"rlimits": {
 		"cpu": 30,
@@ -228,6 +228,7 @@ has_dotdot(s) if regex.match(`(^|/)\.\.(/|$)`, s)
 # The path an argument names, if any: a non-option argument, or the value
 # of --opt=value (so that wc --files0-from=/etc/x is checked too).
 arg_path(a) := a if not startswith(a, "-")
+
 else := substring(a, indexof(a, "=") + 1, -1) if {
 	startswith(a, "-")
 	contains(a, "=")
@@ -305,6 +306,7 @@ messages := [d.msg | some p in [1, 2, 3, 4, 5]; some d in denials; d.prio == p]
 basename(path) := regex.replace(path, `^.*/`, "")
 
 short(s) := s if count(s) <= 64
+
 else := concat("", [substring(s, 0, 64), "..."])
 
 # 1: malformed or abusive argv (the first problem found).
