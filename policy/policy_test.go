@@ -745,3 +745,25 @@ func TestOwnTestsAtLoad(t *testing.T) {
 		t.Errorf("example policy: %+v", s)
 	}
 }
+
+// TestRunTestsImpossibleValues: values the decoder accepts in shape but
+// no server runs as asked, or rejects, fail the test that produced them:
+// run_as root, an unknown rlimit, a relative Landlock path.
+func TestRunTestsImpossibleValues(t *testing.T) {
+	for _, tt := range []struct{ decision, want string }{
+		{`{"allow": true, "run_as": {"user": "root"}}`, `decision.run_as.user: "root" is uid 0`},
+		{`{"allow": true, "rlimits": {"cpus": 1}}`, `decision.rlimits.cpus: unknown resource`},
+		{`{"allow": true, "landlock": {"ro": ["usr"]}}`, `decision.landlock.ro[0]: want an absolute path`},
+	} {
+		dir := writeFiles(t, map[string]string{
+			"p.rego":      "package sockwarden\n\ndefault decision := {\"allow\": false}\n\ndecision := " + tt.decision + " if input.argv[0] == \"x\"\n",
+			"p_test.rego": "package sockwarden\n\ntest_x if decision with input as {\"argv\": [\"x\"]}\n",
+		})
+		var out bytes.Buffer
+		err := RunTests(context.Background(), &out, []string{dir}, TestOptions{})
+		var tf *TestFailure
+		if !errors.As(err, &tf) || !strings.Contains(out.String(), tt.want) || !strings.Contains(out.String(), "p.rego:5:") {
+			t.Errorf("%s: err %v\n%s", tt.decision, err, out.String())
+		}
+	}
+}
