@@ -219,7 +219,7 @@ func (e *Engine) runOwnTests(ctx context.Context, l *loaded, mode string, decisi
 	all := maps.Clone(l.modules)
 	maps.Copy(all, l.tests)
 	var report bytes.Buffer
-	err := runTests(ctx, &report, &testLoad{modules: all, data: l.data}, TestOptions{Parallel: 1}, decision, e.source)
+	err := runTests(ctx, &report, &testLoad{modules: all, data: l.data}, TestOptions{once: true}, decision, e.source)
 	e.tests = TestSummary{Files: len(l.tests), Failed: err != nil, Report: strings.TrimSpace(report.String())}
 	if err == nil || mode == TestsWarn {
 		return nil

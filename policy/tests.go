@@ -55,6 +55,11 @@ type TestOptions struct {
 	// FailOnEmpty makes a run without tests an error ([ErrNoTests]);
 	// without it, as with opa test, such a run passes (--fail-on-empty).
 	FailOnEmpty bool
+
+	// once reports the results of the decision checks' run instead of
+	// running the tests a second time (the server's load-time tests:
+	// half the time, and no coverage or traces to show).
+	once bool
 }
 
 // TestFailure is the outcome of a run whose tests failed or errored, or
@@ -125,26 +130,36 @@ func runTests(ctx context.Context, w io.Writer, l *testLoad, opts TestOptions, d
 	// First the decision checks, one test at a time, with a tracer that
 	// sees each value of the decision's rules. Then the run the report
 	// shows, as opa test makes it.
-	violations, err := checkTestDecisions(ctx, l, opts, decisionRef)
+	violations, checked, err := checkTestDecisions(ctx, l, opts, decisionRef)
 	if err != nil {
 		return err
 	}
 
-	store, txn, err := l.store(ctx)
-	if err != nil {
-		return err
-	}
-	defer store.Abort(ctx, txn)
-	var cov *cover.Cover
-	runner := newTestRunner(ctx, l, store, txn, opts)
-	if opts.Coverage {
-		cov = cover.New()
-		runner.SetCoverageQueryTracer(cov)
-	}
-	runner.EnableTracing(opts.Verbose)
-	ch, err := runner.RunTests(ctx, txn)
-	if err != nil {
-		return loadError(err)
+	var (
+		cov *cover.Cover
+		ch  chan *tester.Result
+	)
+	if opts.once {
+		ch = make(chan *tester.Result, len(checked))
+		for _, r := range checked {
+			ch <- r
+		}
+		close(ch)
+	} else {
+		store, txn, err := l.store(ctx)
+		if err != nil {
+			return err
+		}
+		defer store.Abort(ctx, txn)
+		runner := newTestRunner(ctx, l, store, txn, opts)
+		if opts.Coverage {
+			cov = cover.New()
+			runner.SetCoverageQueryTracer(cov)
+		}
+		runner.EnableTracing(opts.Verbose)
+		if ch, err = runner.RunTests(ctx, txn); err != nil {
+			return loadError(err)
+		}
 	}
 
 	var reporter tester.Reporter
@@ -232,11 +247,12 @@ func resultKey(r *tester.Result) string {
 }
 
 // checkTestDecisions runs the tests one at a time, checking each value a
-// rule of the decision takes, and returns the problems found by test.
-func checkTestDecisions(ctx context.Context, l *testLoad, opts TestOptions, decision ast.Ref) (map[string][]string, error) {
+// rule of the decision takes, and returns the problems found by test, and
+// the tests' results.
+func checkTestDecisions(ctx context.Context, l *testLoad, opts TestOptions, decision ast.Ref) (map[string][]string, []*tester.Result, error) {
 	store, txn, err := l.store(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer store.Abort(ctx, txn)
 	tr := &decisionTracer{decision: decision, found: map[string][]string{}}
@@ -244,11 +260,13 @@ func checkTestDecisions(ctx context.Context, l *testLoad, opts TestOptions, deci
 	runner := newTestRunner(ctx, l, store, txn, opts).SetCoverageQueryTracer(tr)
 	ch, err := runner.RunTests(ctx, txn)
 	if err != nil {
-		return nil, loadError(err)
+		return nil, nil, loadError(err)
 	}
-	for range ch {
+	var results []*tester.Result
+	for r := range ch {
+		results = append(results, r)
 	}
-	return tr.found, nil
+	return tr.found, results, nil
 }
 
 // decisionTracer sees a test's evaluation: which test runs (its rule is

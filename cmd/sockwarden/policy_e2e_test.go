@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -184,5 +185,51 @@ decision := {"allow": true, "timout": "5s"} if input.argv[0] == "echo"
 	}
 	if !regexp.MustCompile(`"level":"WARN","msg":"the policy failed on a real request[^\n]*decision\.timout`).MatchString(logs) {
 		t.Errorf("the WARN does not name decision.timout:\n%s", logs)
+	}
+}
+
+// A bundle whose own tests fail is not put in force on SIGHUP: the log
+// names the failing test and the typo'd key, the reload is audited as a
+// failure, and the running policy keeps serving; at start-up, such a
+// policy stops the server. The tests that pass are logged.
+func TestPolicyReloadRefusesFailingTests(t *testing.T) {
+	opa := opaBinary(t)
+	dir := shortTempDir(t)
+	bundle := filepath.Join(dir, "bundle.tar.gz")
+	build := func(src string) {
+		t.Helper()
+		os.Remove(bundle)
+		if out, err := exec.Command(opa, "build", "-b", src, "-o", bundle).CombinedOutput(); err != nil {
+			t.Fatalf("opa build %s: %v\n%s", src, err, out)
+		}
+	}
+	good := shortTempDir(t)
+	copyFile(t, "testdata/policytest/pass/policy.rego", filepath.Join(good, "policy.rego"))
+	os.WriteFile(filepath.Join(good, "policy_test.rego"), []byte("package sockwarden\n\ntest_uname if decision.allow with input as {\"argv\": [\"uname\"]}\n"), 0o644)
+	build(good)
+	ts := startServer(t, "-p", bundle)
+	ts.waitLog(t, "policy tests pass", 0)
+
+	build("../../policy/testdata/typo")
+	n := strings.Count(ts.logs.String(), "policy reload failed")
+	ts.Cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(ts.logs.String(), "policy reload failed") == n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed reload after SIGHUP")
+		}
+	}
+	logs := ts.logs.String()
+	for _, want := range []string{"its own tests fail", "test_convert_allowed: FAIL", `decision.timout: unknown key`, `"action":"policy.reload","outcome":"failure"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	// The old policy serves: convert is still unknown to it.
+	denyReply(t, exchange(t, ts.Socket, request([]string{"convert"}, nil, true)), "not allowed by policy")
+
+	// At start-up, the same bundle stops the server.
+	out, err := exec.Command(binary(t), "-p", bundle, filepath.Join(dir, "s2.sock")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "its own tests fail") {
+		t.Errorf("start-up with failing tests: %v\n%s", err, out)
 	}
 }
