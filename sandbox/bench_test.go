@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/internal/kaudit"
+	"github.com/sockwarden/sockwarden/internal/kaudit/kaudittest"
 )
 
 // Run with:
@@ -234,6 +237,53 @@ func BenchmarkSpawnLatency(b *testing.B) {
 			for range b.N {
 				t0 := time.Now()
 				if err := f(); err != nil {
+					b.Fatal(err)
+				}
+				d = append(d, time.Since(t0))
+			}
+			slices.Sort(d)
+			b.ReportMetric(float64(d[len(d)/2].Microseconds()), "p50-µs")
+		})
+	}
+}
+
+// BenchmarkSpawnDenials measures what reporting denials costs a spawn,
+// one spawn at a time: with the kernel's audit off (no reports), on but
+// not reporting (the kernel's own cost: a per-task audit context), and
+// on and reporting (the LOG flag, the deliberate first denial and its
+// records):
+//
+//	go test -run '^$' -bench 'SpawnDenials' -benchtime 2s -count 5 ./sandbox/
+func BenchmarkSpawnDenials(b *testing.B) {
+	needRoot(b)
+	needABI(b, 7)
+	kaudittest.Set(b, true)
+	w, err := WatchDenials()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	for _, bc := range []struct {
+		name            string
+		audit, reported bool
+	}{{"audit=off", false, false}, {"audit=on", true, false}, {"audit=on,reported", true, true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			if err := kaudit.SetEnabled(bc.audit); err != nil {
+				b.Fatal(err)
+			}
+			o := Options{Cgroups: CgroupOptions{Disabled: true}}
+			if bc.reported {
+				o.Denials = w
+			}
+			sp := newTestSpawner(b, o)
+			prev := testSpawner
+			testSpawner = sp
+			b.Cleanup(func() { testSpawner = prev })
+			spec := fullSpec(b)
+			d := make([]time.Duration, 0, b.N)
+			for range b.N {
+				t0 := time.Now()
+				if err := spawnSandbox(spec); err != nil {
 					b.Fatal(err)
 				}
 				d = append(d, time.Since(t0))
