@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
@@ -43,6 +44,10 @@ type Options struct {
 	// Data, when set, is merged into data next to the loaded data files
 	// (a conflicting key is a load error). Values must be JSON-like.
 	Data map[string]any
+	// Verification, when set, requires every path to be a bundle signed
+	// with its key (see [Verification]); a bundle that does not verify
+	// does not load.
+	Verification *Verification
 	// Tests is what the policy's own tests (its *_test.rego files) decide
 	// at load: [TestsRefuse] (the default, also for ""), [TestsWarn] or
 	// [TestsOff].
@@ -113,7 +118,13 @@ func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine
 		timeout = DefaultTimeout
 	}
 
-	l, err := readPaths(opts.Paths, fsys, opts.Tests != TestsOff)
+	var vc *bundle.VerificationConfig
+	if opts.Verification != nil && fsys == nil {
+		if vc, err = opts.Verification.config(); err != nil {
+			return nil, err
+		}
+	}
+	l, err := readPaths(opts.Paths, fsys, opts.Tests != TestsOff, vc)
 	if err != nil {
 		return nil, err
 	}

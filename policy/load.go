@@ -65,7 +65,10 @@ func isBundlePath(path string) (bool, error) {
 // readPaths loads .rego, JSON and YAML files, directories (recursively) and
 // bundles (.tar.gz files, or directories holding a .manifest) from paths.
 // With fsys set, paths are read from it and bundles are not recognised.
-func readPaths(paths []string, fsys fs.FS, tests bool) (*loaded, error) {
+//
+// With vc set, every path must be a bundle, and every bundle must carry
+// signatures that vc verifies.
+func readPaths(paths []string, fsys fs.FS, tests bool, vc *bundle.VerificationConfig) (*loaded, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("no policy paths given")
 	}
@@ -79,6 +82,9 @@ func readPaths(paths []string, fsys fs.FS, tests bool) (*loaded, error) {
 	var plain []string
 	for _, p := range paths {
 		if prefix, _ := loader.SplitPrefix(p); fsys != nil || len(prefix) > 0 {
+			if vc != nil && fsys == nil {
+				return nil, fmt.Errorf("%s: with a verification key, every policy path must be a signed bundle", p)
+			}
 			plain = append(plain, p)
 			continue
 		}
@@ -87,10 +93,13 @@ func readPaths(paths []string, fsys fs.FS, tests bool) (*loaded, error) {
 			return nil, err
 		}
 		if !isBundle {
+			if vc != nil {
+				return nil, fmt.Errorf("%s: not a bundle; with a verification key, every policy path must be a signed bundle (.tar.gz, or a directory with a .manifest)", p)
+			}
 			plain = append(plain, p)
 			continue
 		}
-		b, err := readBundle(p, tests)
+		b, err := readBundle(p, tests, vc)
 		if err != nil {
 			return nil, err
 		}
@@ -131,11 +140,17 @@ func readPaths(paths []string, fsys fs.FS, tests bool) (*loaded, error) {
 	return l, nil
 }
 
-func readBundle(path string, tests bool) (*bundle.Bundle, error) {
+func readBundle(path string, tests bool, vc *bundle.VerificationConfig) (*bundle.Bundle, error) {
 	fl := loader.NewFileLoader().
 		WithProcessAnnotation(true).
-		WithSkipBundleVerification(true).
 		WithFilter(skipFile(false, tests))
+	if vc != nil {
+		fl = fl.WithBundleVerificationConfig(vc)
+	} else {
+		// Without a key nothing can be verified: say so in the docs, not
+		// by failing bundles that carry signatures.
+		fl = fl.WithSkipBundleVerification(true)
+	}
 	if strings.HasSuffix(path, ".tar.gz") {
 		// Hand the loader an open file we close ourselves: AsBundle on a
 		// path leaks the descriptor, and reloads would pile them up.

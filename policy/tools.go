@@ -37,7 +37,7 @@ func Format(name string, src []byte, forced ast.RegoVersion) ([]byte, error) {
 // function arguments, duplicate imports, deprecated built-ins). Errors
 // name file:line:column.
 func Check(ctx context.Context, paths []string, strict bool) error {
-	l, err := readPaths(paths, nil, true)
+	l, err := readPaths(paths, nil, true, nil)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (f *policyIDFlag) Set(s string) error {
 	return nil
 }
 
-const checkUsage = `Usage: sockwarden check [-c config.toml] [-p PATH]... [--uid N] [--gid N] [--pid N] [--socket PATH] [--query Q] [--timeout D] [--json] [--explain] -- argv...
+const checkUsage = `Usage: sockwarden check [-c config.toml] [-p PATH]... [--uid N] [--gid N] [--pid N] [--socket PATH] [--query Q] [--timeout D] [--json] [--explain] [--verification-key FILE] -- argv...
 
 Print what a server with this configuration would do with a request, as
 indented JSON: the policy's decision (allow, message, reasons, run_as,
@@ -114,6 +114,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	query := fs.String("query", policy.DefaultQuery, "the decision `query` (only with -p)")
 	timeout := fs.Duration("timeout", 0, "evaluation `deadline` (default: the configuration's policy.eval_timeout, 1s)")
 	asJSON := fs.Bool("json", false, "print {\"input\": ..., \"decision\": ...}: the input document the policy saw, then the decision")
+	verifyKey := fs.String("verification-key", "", "`file` of the key the policy bundles must be signed with (as the server's flag)")
+	verifyKeyID := fs.String("verification-key-id", "", "`name` of the verification key (default \"default\")")
+	signingAlg := fs.String("signing-alg", "", "`algorithm` of the signatures (default RS256)")
 	explain := fs.Bool("explain", false, "add \"explain\": every rule that held while the policy decided, in order, with its file:line and value")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, checkUsage)
@@ -147,6 +150,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(paths) > 0 {
 		cfg.Policy.Paths, cfg.Policy.Query = paths, *query
+	}
+	if *verifyKey != "" {
+		cfg.Policy.VerificationKey, cfg.Policy.VerificationKeyID, cfg.Policy.SigningAlg = *verifyKey, *verifyKeyID, *signingAlg
 	}
 	if *timeout > 0 {
 		cfg.Policy.EvalTimeout = config.Duration(*timeout)

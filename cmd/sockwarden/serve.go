@@ -45,6 +45,9 @@ type serveFlags struct {
 	killTimeout float64
 	policy      stringList
 	cgroups     string
+	verifyKey   string
+	verifyKeyID string
+	signingAlg  string
 }
 
 // stringList is a repeatable string flag.
@@ -59,7 +62,11 @@ const valueFlags = "qMmtkcp"
 
 // longFlags are the server's flags of more than one letter: "-cgroups"
 // is that flag, not -c with "groups".
-var longFlags = []string{"cgroups"}
+var longFlags = []string{"cgroups", "verification-key", "verification-key-id", "signing-alg"}
+
+// longValueFlags are the long flags that take a value (the next argument
+// unless written flag=value).
+var longValueFlags = []string{"cgroups", "verification-key", "verification-key-id", "signing-alg"}
 
 // parseServeArgs parses the server's command line and returns the
 // effective configuration: defaults, then the -c file, then the flags
@@ -78,9 +85,12 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 	fs.IntVar(&o.maxConns, "m", def.Server.MaxConns, "connections served at once; extra ones are closed at once")
 	fs.Float64Var(&o.timeout, "t", time.Duration(def.Server.Timeout).Seconds(), "seconds a connection may last before its program is killed (0 = no limit)")
 	fs.StringVar(&o.cgroups, "cgroups", string(def.Sandbox.Cgroups), "a cgroup v2 per request: `auto` (when this server may make them, else process groups\nonly), required (refuse to start without) or off")
+	fs.StringVar(&o.verifyKey, "verification-key", "", "`file` of the key every policy bundle must be signed with (PEM public key, or the secret\nfor HS*), as opa run's flag; every -p must then be a signed bundle")
+	fs.StringVar(&o.verifyKeyID, "verification-key-id", "", "`name` of the verification key in the bundles' signatures (default \"default\")")
+	fs.StringVar(&o.signingAlg, "signing-alg", "", "`algorithm` the bundles are signed with (default RS256)")
 	fs.Float64Var(&o.killTimeout, "k", time.Duration(def.Server.KillTimeout).Seconds(), "seconds between SIGTERM and SIGKILL when a program is killed")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [--cgroups auto|required|off] [/path/to/socket]\n\n", name)
+		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [--verification-key file] [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [--cgroups auto|required|off] [/path/to/socket]\n\n", name)
 		if name == "sockwarden config" {
 			fmt.Fprintf(stderr, "Prints the configuration a server started with the same flags would use\n")
 			fmt.Fprintf(stderr, "(the defaults, then the -c file, then the flags given) as TOML, and checks it.\n")
@@ -128,6 +138,12 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 			cfg.Server.Timeout = config.Duration(seconds(o.timeout))
 		case "p":
 			cfg.Policy.Paths = o.policy
+		case "verification-key":
+			cfg.Policy.VerificationKey = o.verifyKey
+		case "verification-key-id":
+			cfg.Policy.VerificationKeyID = o.verifyKeyID
+		case "signing-alg":
+			cfg.Policy.SigningAlg = o.signingAlg
 		case "cgroups":
 			m, err := config.ParseCgroupMode(o.cgroups)
 			if err != nil {
@@ -174,6 +190,10 @@ func splitGlued(args []string, takes string) []string {
 			return append(out, args[i:]...)
 		case strings.HasPrefix(a, "--") || strings.Contains(a, "=") || slices.Contains(longFlags, a[1:]):
 			out = append(out, a)
+			if !strings.Contains(a, "=") && slices.Contains(longValueFlags, strings.TrimLeft(a, "-")) && i+1 < len(args) {
+				i++
+				out = append(out, args[i])
+			}
 			continue
 		}
 		for j := 1; j < len(a); j++ {
@@ -556,7 +576,11 @@ func loadPolicy(cfg *config.Config) (*policy.Engine, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return policy.Load(ctx, policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout), CacheSize: c.CacheSize, Tests: c.Tests})
+	o := policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout), CacheSize: c.CacheSize, Tests: c.Tests}
+	if c.VerificationKey != "" {
+		o.Verification = &policy.Verification{KeyFile: c.VerificationKey, KeyID: c.VerificationKeyID, Alg: c.SigningAlg}
+	}
+	return policy.Load(ctx, o)
 }
 
 // logPolicyTests says how the policy's own tests went when it loaded.

@@ -41,6 +41,11 @@ func TestParseServeArgs(t *testing.T) {
 		// getopt forms, as a sockexec service file may have them.
 		{[]string{"-dq5", "-M600", "-m7", "-t0", "-k2", "/s"},
 			want{"/s", 5, 7, 0o600, 0, 2 * time.Second, "debug"}, ""},
+		// A long flag with its value, then getopt forms.
+		{[]string{"--verification-key", "/k.pem", "-dq5", "-t0", "/s"},
+			want{"/s", 5, 100, 0o660, 0, 10 * time.Second, "debug"}, ""},
+		{[]string{"-verification-key", "/k.pem", "-m7", "/s"},
+			want{"/s", 100, 7, 0o660, 60 * time.Second, 10 * time.Second, "info"}, ""},
 		{[]string{"-t", "1.5", "/s"}, want{"/s", 100, 100, 0o660, 1500 * time.Millisecond, 10 * time.Second, "info"}, ""},
 		// The file over the defaults, the flags given over the file.
 		{[]string{"-c", cfgFile}, want{"/from/file", 7, 9, 0o660, 5 * time.Second, 10 * time.Second, "info"}, ""},

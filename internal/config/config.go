@@ -94,6 +94,13 @@ type Policy struct {
 	// reload: "refuse" (a policy whose tests fail is not put in force),
 	// "warn" (it is, with a warning) or "off" (they are not run).
 	Tests string `toml:"tests"`
+	// VerificationKey is the file of the key every policy bundle must be
+	// signed with (PEM public key, or the secret for HS*); with it every
+	// policy path must be a signed bundle. VerificationKeyID names the key
+	// in the signatures ("default"), SigningAlg is its algorithm (RS256).
+	VerificationKey   string `toml:"verification_key"`
+	VerificationKeyID string `toml:"verification_key_id"`
+	SigningAlg        string `toml:"signing_alg"`
 }
 
 // Sandbox holds the defaults for what a policy decision leaves out.
