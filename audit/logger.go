@@ -66,6 +66,20 @@ type Logger struct {
 	closed  bool
 
 	health atomic.Pointer[error] // nil: healthy
+
+	written, bytes, failures atomic.Uint64 // see Stats
+}
+
+// Stats are a Logger's counters since it was made.
+type Stats struct {
+	// Records and Bytes count the records written and their bytes;
+	// Failures the records that could not be written.
+	Records, Bytes, Failures uint64
+}
+
+// Stats returns the Logger's counters.
+func (l *Logger) Stats() Stats {
+	return Stats{Records: l.written.Load(), Bytes: l.bytes.Load(), Failures: l.failures.Load()}
 }
 
 // maxKeptBuf bounds the encoding buffer kept between records.
@@ -245,11 +259,14 @@ func (l *Logger) finish(b []byte, action string) error {
 	}
 	var changed bool
 	if err != nil {
+		l.failures.Add(1)
 		health := error(&WriteError{Action: action, Seq: seq, Err: err})
 		changed = l.health.Load() == nil
 		l.health.Store(&health)
 		err = health
 	} else {
+		l.written.Add(1)
+		l.bytes.Add(uint64(len(b)))
 		l.seq = seq
 		hex.Encode(l.prevHex[:], sum[:])
 		if l.health.Load() != nil {

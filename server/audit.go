@@ -31,6 +31,7 @@ func (s *Server) auditHealthy() error {
 
 // refuseUnaudited answers a request that cannot be recorded.
 func (cn *conn) refuseUnaudited(br *bufio.Reader, err error) {
+	cn.outcome = OutcomeRefused
 	cn.log.Error("refusing request: audit record cannot be written", "err", err)
 	cn.replyNotRun(br, fmt.Sprintf(msgUnaudited, cn.id), StatusDenied)
 }
@@ -208,6 +209,7 @@ func (cn *conn) recordExit(proc *sandbox.Process, st *sandbox.State, den *sandbo
 	}
 	if den != nil {
 		e.Denials = auditDenials(den)
+		cn.s.cfg.Metrics.sandboxDenials(den)
 	}
 	cn.audited(audit.ActionExit, a.Exit(e))
 }

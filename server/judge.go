@@ -32,7 +32,9 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	}
 	exe, lookErr := plan.ResolveExe(argv[0], cn.lim.Path)
 	req := &Request{ID: cn.id, Argv: argv, Exe: exe, Peer: p, Socket: cfg.Socket, Time: time.Now()}
+	t0 := time.Now()
 	d, err := s.judges.authorize(ctx, cfg.Authorizer, req)
+	cfg.Metrics.decided(time.Since(t0), err == nil && d.Cached)
 	if err != nil {
 		cn.log.Error("authorizer failed; denying", "err", err)
 		d = &policy.Decision{Message: "policy error", Err: err}
@@ -49,6 +51,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	}
 	switch {
 	case !pl.Allow:
+		cn.outcome = OutcomeDenied
 		// Never the whole argv, nor words of the policy that may quote
 		// it: the audit record has them, bounded.
 		var reason string
@@ -59,6 +62,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 			"message", logPrefix(pl.Message), "reason", reason, "reasons", len(pl.Reasons))
 	case pl.Quota != nil && pl.StartErr == nil && !s.quotas.takeKey(pl.Quota.Key, pl.Quota.Concurrent):
 		// The policy's own limit of requests at once for this rule.
+		cn.outcome = OutcomeRefused
 		s.quotas.refuse(p, "decision\x00"+pl.Quota.Key, quotaLimits{conns: pl.Quota.Concurrent})
 		cn.replyNotRun(br, fmt.Sprintf("sockwarden: busy: the policy runs at most %d requests of %q at once; try again later (request %s)\n",
 			pl.Quota.Concurrent, pl.Quota.Key, cn.id), plan.StatusDenied)
@@ -66,6 +70,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	case pl.StartErr != nil:
 		// An allowed request that does not run says so in the trail, as
 		// a spawn failure does.
+		cn.outcome = OutcomeError
 		cn.log.Info("cannot start program", "argv0", argv[0], "exe", exe, "err", pl.StartErr)
 		cn.recordStartError(&pl.Spec, pl.StartErr)
 	default:

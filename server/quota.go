@@ -57,6 +57,8 @@ type quotas struct {
 	closed   bool
 	// record writes the record of a caller's refusals.
 	record func(q audit.Quota)
+	// metrics counts the refusals (nil: not counted).
+	metrics *Metrics
 }
 
 type uidUse struct {
@@ -173,6 +175,7 @@ func (q *quotas) forget(uid uint32, u *uidUse) {
 // ("connections", "rate", or "decision\x00KEY" with l.conns the
 // decision's limit); the first of an interval schedules its record.
 func (q *quotas) refuse(p peer.Peer, kind string, l quotaLimits) {
+	q.metrics.quota(strings.SplitN(kind, "\x00", 2)[0])
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	u := q.use(p.UID)

@@ -441,6 +441,7 @@ func (k *killer) kill(reason string) {
 		return
 	}
 	k.reason = reason
+	k.cn.s.cfg.Metrics.killed(reason)
 	k.log.Info("killing child's process group", "reason", reason, "pid", k.proc.Pid, "signal", "TERM")
 	err := k.proc.Signal(syscall.SIGTERM)
 	if err != nil {

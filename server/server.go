@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"os"
@@ -113,6 +114,11 @@ type Config struct {
 	// be written (on_failure = "continue"). By default such requests are
 	// refused, so that nothing runs unrecorded.
 	AuditBestEffort bool
+	// Metrics, when set, are the Prometheus series the server updates
+	// ([NewMetrics]); MetricsRegisterer, when set too, gets the series
+	// computed at scrape time (connections, the audit trail's counters).
+	Metrics           *Metrics
+	MetricsRegisterer prometheus.Registerer
 	// ExplainDenials sends every client a stderr line per sandbox
 	// denial of its program, before the exit status, as a decision's
 	// explain does for its requests (sockwarden -d). It needs a Spawner
@@ -230,6 +236,10 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.SetDefaults(cfg.Defaults)
 	s.quotas = newQuotas(cfg.QuotaInterval, s.recordQuota)
+	s.quotas.metrics = cfg.Metrics
+	if cfg.Metrics != nil && cfg.MetricsRegisterer != nil {
+		s.registerGauges(cfg.MetricsRegisterer)
+	}
 	s.realtime.Store(true)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -335,6 +345,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			q := lim.perUID()
 			if kind := s.quotas.admit(p, q); kind != "" {
 				s.rejected.Add(1)
+				s.cfg.Metrics.request(OutcomeRefused)
 				s.quotas.refuse(p, kind, q)
 				replyBusy(c, p.UID, kind, q, lim.MaxConns, s.lingerBusy)
 				continue
@@ -345,6 +356,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 				s.quotas.leave(p.UID)
 			}
 			s.rejected.Add(1)
+			s.cfg.Metrics.request(OutcomeRefused)
 			s.log.Warn("connection limit reached; closing new connection", "max_conns", lim.MaxConns)
 			c.Close()
 			continue

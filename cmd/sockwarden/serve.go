@@ -21,7 +21,9 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sockwarden/sockwarden/audit"
+
 	"github.com/sockwarden/sockwarden/internal/config"
 	"github.com/sockwarden/sockwarden/internal/kaudit"
 	"github.com/sockwarden/sockwarden/internal/systemd"
@@ -314,6 +316,17 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	logPolicyTests(log, engine, cfg.Policy.Tests)
 	gate := server.NewPolicyGate(engine)
+	var (
+		reg  *prometheus.Registry
+		sm   *server.Metrics
+		pm   *policyMetrics
+		mreg prometheus.Registerer
+	)
+	if cfg.Metrics.Listen != "" {
+		reg = newRegistry()
+		sm, pm, mreg = server.NewMetrics(reg), newPolicyMetrics(reg), reg
+		pm.loaded(engine, false)
+	}
 
 	lim := serverLimits(cfg)
 	srv, err := server.New(server.Config{
@@ -337,8 +350,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		Spawner:        spawner,
 		Audit:          trail,
 		// on_failure = "continue": run requests even when unrecorded.
-		AuditBestEffort: cfg.Audit.OnFailure == "continue",
-		ExplainDenials:  o.debug,
+		AuditBestEffort:   cfg.Audit.OnFailure == "continue",
+		ExplainDenials:    o.debug,
+		Metrics:           sm,
+		MetricsRegisterer: mreg,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -401,8 +416,19 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	var ep *metricsEndpoint
+	if reg != nil {
+		if ep, err = startMetrics(cfg.Metrics.Listen, reg, srv, gate, log); err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		defer ep.stop()
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
+	if ep != nil {
+		ep.ready.Store(true)
+	}
 	notify(log, "READY=1")
 
 	status := 0
@@ -428,7 +454,7 @@ loop:
 					srv.SetLimits(serverLimits(cfg))
 					srv.SetDefaults(sandboxDefaults(cfg))
 				}
-				reloadPolicy(log, cfg, gate, trail)
+				reloadPolicy(log, cfg, gate, trail, pm)
 				if trail != nil {
 					if err := trail.Reopen(); err != nil {
 						log.Error("reopening the audit log", "err", err)
@@ -444,6 +470,9 @@ loop:
 		}
 	}
 	notify(log, "STOPPING=1")
+	if ep != nil {
+		ep.ready.Store(false)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), srv.Limits().KillTimeout+5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -614,15 +643,17 @@ func logCacheable(log *slog.Logger, e *policy.Engine) {
 // reloadPolicy loads the policy again and puts it in force only if it
 // loads (compiles, and passes the smoke evaluation); otherwise the policy
 // in force keeps serving. Either way the outcome is logged and audited.
-func reloadPolicy(log *slog.Logger, cfg *config.Config, gate *server.PolicyGate, trail *audit.Logger) {
+func reloadPolicy(log *slog.Logger, cfg *config.Config, gate *server.PolicyGate, trail *audit.Logger, pm *policyMetrics) {
 	e, err := loadPolicy(cfg)
 	rec := audit.PolicyReload{}
 	if err != nil {
 		cur := gate.Engine()
 		log.Error("policy reload failed; the previous policy keeps serving", "err", err, "revision", cur.Revision())
+		pm.reloadFailed()
 		rec.Revision, rec.Source, rec.Error = cur.Revision(), cur.Source(), err.Error()
 	} else {
 		gate.Swap(e)
+		pm.loaded(e, true)
 		log.Info("policy reloaded", "source", e.Source(), "revision", e.Revision())
 		logPolicyTests(log, e, cfg.Policy.Tests)
 		logCacheable(log, e)

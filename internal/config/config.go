@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -33,6 +34,15 @@ type Config struct {
 	Sandbox Sandbox `toml:"sandbox"`
 	Audit   Audit   `toml:"audit"`
 	Log     Log     `toml:"log"`
+	Metrics Metrics `toml:"metrics"`
+}
+
+// Metrics configures the metrics and health endpoint.
+type Metrics struct {
+	// Listen is a loopback TCP address ("127.0.0.1:9464") or the path of
+	// a UNIX socket to serve /metrics (Prometheus), /healthz and /readyz
+	// on; "" = none.
+	Listen string `toml:"listen"`
 }
 
 // Server configures the socket and the connection limits.
@@ -430,6 +440,13 @@ func (c *Config) Validate() error {
 	case "refuse", "warn", "off":
 	default:
 		return bad("policy.tests", "want \"refuse\", \"warn\" or \"off\", got %q", c.Policy.Tests)
+	}
+	if l := c.Metrics.Listen; l != "" && !strings.HasPrefix(l, "/") {
+		host, _, err := net.SplitHostPort(l)
+		ip := net.ParseIP(host)
+		if err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return bad("metrics.listen", "want a loopback address such as 127.0.0.1:9464 or [::1]:9464, or the absolute path of a UNIX socket, got %q", l)
+		}
 	}
 	switch c.Audit.SandboxDenials {
 	case "auto", "on", "off":
