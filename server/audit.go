@@ -31,7 +31,7 @@ func (s *Server) auditHealthy() error {
 
 // refuseUnaudited answers a request that cannot be recorded.
 func (cn *conn) refuseUnaudited(br *bufio.Reader, err error) {
-	cn.outcome = OutcomeRefused
+	cn.s.cfg.Metrics.request(OutcomeRefused)
 	cn.log.Error("refusing request: audit record cannot be written", "err", err)
 	cn.replyNotRun(br, fmt.Sprintf(msgUnaudited, cn.id), StatusDenied)
 }

@@ -79,14 +79,13 @@ func (e *ProtocolError) Unwrap() error { return e.Err }
 var aLongTimeAgo = time.Unix(1, 0)
 
 type conn struct {
-	s       *Server
-	outcome string // of the request, for the metrics ("" for none yet)
-	lim     Limits // in force when the connection was accepted
-	c       *net.UnixConn
-	id      string
-	since   time.Time
-	log     *slog.Logger
-	state   atomic.Int32 // a ConnState
+	s     *Server
+	lim   Limits // in force when the connection was accepted
+	c     *net.UnixConn
+	id    string
+	since time.Time
+	log   *slog.Logger
+	state atomic.Int32 // a ConnState
 
 	mu   sync.Mutex // guards peer, argv and pid, read by info
 	peer peer.Peer
@@ -159,7 +158,6 @@ func (cn *conn) serve(ctx context.Context) {
 func (cn *conn) end() {
 	s := cn.s
 	s.served.Add(1)
-	s.cfg.Metrics.request(cn.outcome)
 	cn.release()
 	cn.c.Close()
 	cn.closeSpool()
@@ -221,7 +219,7 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 			err = se.Err
 		}
 		cn.log.Info("cannot start program", "exe", spec.Path, "err", err)
-		cn.outcome = OutcomeError
+		cn.s.cfg.Metrics.request(OutcomeError)
 		cn.recordStartError(spec, err)
 		cn.replyNotRun(br, plan.StartErrLine(argv[0], err), status)
 		return false
@@ -229,7 +227,7 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 	cn.mu.Lock()
 	cn.pid = proc.Pid
 	cn.mu.Unlock()
-	cn.outcome = OutcomeAllowed
+	cn.s.cfg.Metrics.request(OutcomeAllowed)
 	if err := cn.recordStart(pl, proc); err != nil {
 		// It must not run unrecorded: it has not run a single instruction
 		// of its own yet (or barely), and goes now.

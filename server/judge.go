@@ -51,7 +51,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	}
 	switch {
 	case !pl.Allow:
-		cn.outcome = OutcomeDenied
+		cn.s.cfg.Metrics.request(OutcomeDenied)
 		// Never the whole argv, nor words of the policy that may quote
 		// it: the audit record has them, bounded.
 		var reason string
@@ -62,7 +62,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 			"message", logPrefix(pl.Message), "reason", reason, "reasons", len(pl.Reasons))
 	case pl.Quota != nil && pl.StartErr == nil && !s.quotas.takeKey(pl.Quota.Key, pl.Quota.Concurrent):
 		// The policy's own limit of requests at once for this rule.
-		cn.outcome = OutcomeRefused
+		cn.s.cfg.Metrics.request(OutcomeRefused)
 		s.quotas.refuse(p, "decision\x00"+pl.Quota.Key, quotaLimits{conns: pl.Quota.Concurrent})
 		cn.replyNotRun(br, fmt.Sprintf("sockwarden: busy: the policy runs at most %d requests of %q at once; try again later (request %s)\n",
 			pl.Quota.Concurrent, pl.Quota.Key, cn.id), plan.StatusDenied)
@@ -70,7 +70,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	case pl.StartErr != nil:
 		// An allowed request that does not run says so in the trail, as
 		// a spawn failure does.
-		cn.outcome = OutcomeError
+		cn.s.cfg.Metrics.request(OutcomeError)
 		cn.log.Info("cannot start program", "argv0", argv[0], "exe", exe, "err", pl.StartErr)
 		cn.recordStartError(&pl.Spec, pl.StartErr)
 	default:

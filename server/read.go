@@ -81,11 +81,11 @@ func (cn *conn) requestError(ctx context.Context, br *bufio.Reader, err error, o
 	case ctx.Err() != nil:
 		cn.log.Info("closing connection at shutdown before the request was complete", "bytes", off)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		cn.outcome = OutcomeError
+		cn.s.cfg.Metrics.request(OutcomeError)
 		cn.log.Warn("connection deadline passed before the request was complete", "bytes", off)
 		cn.recordProtocolError(&ProtocolError{Offset: off, Err: errors.New("connection deadline passed before the request was complete")})
 	default:
-		cn.outcome = OutcomeError
+		cn.s.cfg.Metrics.request(OutcomeError)
 		pe := &ProtocolError{Offset: off, Err: err}
 		cn.log.Warn("malformed request; closing connection", "err", pe)
 		cn.recordProtocolError(pe)

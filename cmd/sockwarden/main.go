@@ -54,6 +54,8 @@ Usage:
   sockwarden audit verify FILE...        check the hash chain of audit logs (rotated files
                                          in order); reports the first deleted, altered or
                                          reordered record
+  sockwarden status ENDPOINT              a running server's figures (its [metrics] listen:
+                                         health, requests, latency, kills, audit, policy)
   sockwarden bench WORKLOAD [flags]      load generator for any sockexec-protocol socket:
                                          spawn, echo, flood, idle, baseline (-h for flags)
   sockwarden version                     print the version
@@ -90,6 +92,8 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return runPolicyTest(args[1:], stdout, stderr)
 		case "bench":
 			return runBench(args[1:], stdout, stderr)
+		case "status":
+			return runStatus(args[1:], stdout, stderr)
 		case "config":
 			return printConfig(args[1:], stdout, stderr)
 		case "version":

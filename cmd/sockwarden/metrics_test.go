@@ -159,3 +159,29 @@ func TestPrometheusScrape(t *testing.T) {
 		t.Errorf("audit records %v, want at least %d", v, 1+nAllowed*3+nDenied)
 	}
 }
+
+// TestStatus: sockwarden status reads a server's metrics endpoint (here
+// a UNIX socket) and prints its figures for a person; it exits 2 when
+// the endpoint cannot be read.
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(shortTempDir(t), "metrics.sock")
+	ts, _ := startAuditServerExtra(t, fmt.Sprintf("[metrics]\nlisten = %q\n", sock), "-p", "testdata/policy/basic.rego")
+	ts.waitLog(t, "metrics: serving", 0)
+	decodeReply(t, exchange(t, ts.Socket, request([]string{"echo", "hi"}, nil, true)))
+	for range 2 {
+		denyReply(t, exchange(t, ts.Socket, request([]string{"date"}, nil, true)), "not on the list")
+	}
+	out, errOut, code := runExit(t, exec.Command(binary(t), "status", sock))
+	if code != 0 {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"health           ok", "requests         denied 2, allowed 1, error 0, refused 0", "basic.rego (revision ", "audit            "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if _, errOut, code := runExit(t, exec.Command(binary(t), "status", sock+".none")); code != 2 || errOut == "" {
+		t.Errorf("status of a missing endpoint: exit %d %q", code, errOut)
+	}
+}
