@@ -752,7 +752,7 @@ func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
 		}
 		sink = f
 	case "syslog":
-		s, err := audit.DialSyslog(audit.SyslogOptions{Path: c.SyslogSocket})
+		s, err := audit.DialSyslog(audit.SyslogOptions{Path: c.SyslogSocket, Facility: config.SyslogFacilities[c.SyslogFacility], RFC3164: c.SyslogFormat == "rfc3164"})
 		if err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}

@@ -213,6 +213,12 @@ type Audit struct {
 	OnFailure string `toml:"on_failure"`
 	// SyslogSocket is the local syslog socket of the "syslog" sink.
 	SyslogSocket string `toml:"syslog_socket"`
+	// SyslogFormat is "rfc5424" (rsyslog, syslog-ng) or "rfc3164" (the
+	// format glibc's syslog() writes, for journald's /dev/log).
+	SyslogFormat string `toml:"syslog_format"`
+	// SyslogFacility is the facility of the records: auth, authpriv,
+	// daemon, user, or local0 to local7.
+	SyslogFacility string `toml:"syslog_facility"`
 	// MaxRecordBytes bounds every record: a request's argv (and the
 	// policy's words) are cut to fit, with the whole argv's SHA-256 kept.
 	MaxRecordBytes int `toml:"max_record_bytes"`
@@ -273,6 +279,8 @@ func Default() *Config {
 			Fsync:          "none",
 			OnFailure:      "refuse",
 			SyslogSocket:   "/dev/log",
+			SyslogFormat:   "rfc5424",
+			SyslogFacility: "authpriv",
 			MaxRecordBytes: audit.DefaultMaxRecordBytes,
 			MaskPatterns:   audit.DefaultMaskPatterns(),
 			SandboxDenials: "auto",
@@ -448,6 +456,12 @@ func (c *Config) Validate() error {
 			return bad("metrics.listen", "want a loopback address such as 127.0.0.1:9464 or [::1]:9464, or the absolute path of a UNIX socket, got %q", l)
 		}
 	}
+	if c.Audit.SyslogFormat != "rfc5424" && c.Audit.SyslogFormat != "rfc3164" {
+		return bad("audit.syslog_format", "want \"rfc5424\" or \"rfc3164\", got %q", c.Audit.SyslogFormat)
+	}
+	if _, ok := SyslogFacilities[c.Audit.SyslogFacility]; !ok {
+		return bad("audit.syslog_facility", "want auth, authpriv, daemon, user or local0 to local7, got %q", c.Audit.SyslogFacility)
+	}
 	switch c.Audit.SandboxDenials {
 	case "auto", "on", "off":
 	default:
@@ -591,3 +605,11 @@ func (d Duration) String() string { return time.Duration(d).String() }
 
 // String returns the bits in octal, as "0660".
 func (m Mode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
+
+// SyslogFacilities are the syslog facilities [audit] syslog_facility
+// takes, by name, with their numbers (RFC 5424).
+var SyslogFacilities = map[string]int{
+	"user": 1, "daemon": 3, "auth": 4, "authpriv": 10,
+	"local0": 16, "local1": 17, "local2": 18, "local3": 19,
+	"local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}

@@ -34,6 +34,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown socket group", "[server]\ngroup = \"no-such-group-sw\"\n", "cfg.toml:2: server.group: no such group"},
 		{"relative socket", "[server]\nsocket = \"run/x.sock\"\n", "cfg.toml:2: server.socket: want an absolute path"},
 		{"socket path too long", "[server]\nsocket = \"/" + strings.Repeat("x", 120) + "\"\n", "server.socket: want an absolute path of fewer than 108 bytes"},
+		{"unknown syslog facility", "[audit]\nsyslog_facility = \"mail\"\n", "cfg.toml:2: audit.syslog_facility: want auth, authpriv"},
+		{"unknown syslog format", "[audit]\nsyslog_format = \"json\"\n", "cfg.toml:2: audit.syslog_format: want"},
 		{"syslog to an address", "[audit]\nsink = \"syslog\"\nsyslog_socket = \"127.0.0.1:514\"\n", "cfg.toml:3: audit.syslog_socket: want the absolute path"},
 		{"bad cgroups mode", "[sandbox]\ncgroups = \"sometimes\"\n", "cfg.toml:2: sandbox.cgroups: want \"auto\", \"required\" or \"off\""},
 		{"tiny audit records", "[audit]\nmax_record_bytes = 100\n", "audit.max_record_bytes: want at least 4096, got 100"},
