@@ -135,7 +135,7 @@ func OpenFile(path string, opts FileOptions) (*FileSink, error) {
 func (s *FileSink) open() (*os.File, error) {
 	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_CLOEXEC, s.opts.Mode)
 	if err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
+		return nil, err
 	}
 	return f, nil
 }
@@ -148,7 +148,7 @@ func (s *FileSink) Path() string { return s.path }
 func (s *FileSink) ensureFileLocked() (unix.Stat_t, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
-		return st, fmt.Errorf("audit: fstat %s: %w", s.path, err)
+		return st, fmt.Errorf("fstat %s: %w", s.path, err)
 	}
 	if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
 		f, err := s.open()
@@ -158,7 +158,7 @@ func (s *FileSink) ensureFileLocked() (unix.Stat_t, error) {
 		s.f.Close()
 		s.f = f
 		if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
-			return st, fmt.Errorf("audit: fstat %s: %w", s.path, err)
+			return st, fmt.Errorf("fstat %s: %w", s.path, err)
 		}
 	}
 	return st, nil
@@ -177,7 +177,7 @@ func (s *FileSink) Write(record []byte) error {
 	}
 	if s.needNL {
 		if _, err := s.f.Write([]byte{'\n'}); err != nil {
-			return fmt.Errorf("audit: %w", err)
+			return err
 		}
 		s.needNL = false
 		st.Size++
@@ -196,7 +196,7 @@ func (s *FileSink) Write(record []byte) error {
 				s.needNL = true
 			}
 		}
-		return fmt.Errorf("audit: %w", err)
+		return err
 	}
 	s.dirty = true
 	return nil
@@ -244,7 +244,7 @@ func (s *FileSink) syncLocked() error {
 			s.dirty = false
 			return nil
 		}
-		return fmt.Errorf("audit: %w", err)
+		return err
 	}
 	s.dirty = false
 	return nil
@@ -278,7 +278,7 @@ func (s *FileSink) Probe() error {
 	}
 	var fs unix.Statfs_t
 	if err := unix.Fstatfs(int(s.f.Fd()), &fs); err != nil {
-		return fmt.Errorf("audit: statfs %s: %w", s.path, err)
+		return fmt.Errorf("statfs %s: %w", s.path, err)
 	}
 	free := fs.Bavail
 	if os.Geteuid() == 0 {
@@ -330,7 +330,7 @@ func (s *WriterSink) Write(record []byte) error {
 	defer s.mu.Unlock()
 	if s.needNL {
 		if _, err := s.w.Write([]byte{'\n'}); err != nil {
-			return fmt.Errorf("audit: %w", err)
+			return err
 		}
 		s.needNL = false
 	}
@@ -342,7 +342,7 @@ func (s *WriterSink) Write(record []byte) error {
 		if n > 0 {
 			s.needNL = true
 		}
-		return fmt.Errorf("audit: %w", err)
+		return err
 	}
 	return nil
 }

@@ -113,7 +113,7 @@ func DialSyslog(opts SyslogOptions) (*SyslogSink, error) {
 	}
 	s.header = h
 	if err := s.dial(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("syslog %s: %w", s.opts.Path, err)
 	}
 	return s, nil
 }
@@ -143,7 +143,7 @@ func (s *SyslogSink) dial() error {
 		}
 		errs = append(errs, err)
 	}
-	return fmt.Errorf("audit: syslog %s: %w", s.opts.Path, errors.Join(errs...))
+	return errors.Join(errs...)
 }
 
 // format builds the RFC 5424 message for record into s.buf.
@@ -219,7 +219,7 @@ func (s *SyslogSink) Write(record []byte) error {
 		s.conn.Close()
 		s.conn = nil
 	}
-	return fmt.Errorf("audit: syslog %s: %w", s.opts.Path, err)
+	return fmt.Errorf("syslog %s: %w", s.opts.Path, err)
 }
 
 // Reopen reconnects to the syslog socket.
@@ -233,7 +233,10 @@ func (s *SyslogSink) Reopen() error {
 		s.conn.Close()
 		s.conn = nil
 	}
-	return s.dial()
+	if err := s.dial(); err != nil {
+		return fmt.Errorf("syslog %s: %w", s.opts.Path, err)
+	}
+	return nil
 }
 
 // Probe reconnects if the last write dropped the connection.
@@ -246,7 +249,10 @@ func (s *SyslogSink) Probe() error {
 	if s.conn != nil {
 		return nil
 	}
-	return s.dial()
+	if err := s.dial(); err != nil {
+		return fmt.Errorf("syslog %s: %w", s.opts.Path, err)
+	}
+	return nil
 }
 
 // Sync does nothing: the daemon decides about durability.
