@@ -128,6 +128,12 @@ func (p position) String() string { return fmt.Sprintf("%s:%d", p.file, p.line) 
 // and prev Genesis starts a new chain (a server restart) wherever it
 // appears. Verification stops at the first problem.
 type Verifier struct {
+	// Syslog reads each line as a syslog collector wrote it: the record
+	// is the line from its `{"@timestamp":` on, whatever header the
+	// collector put before it; lines without a record (other programs'
+	// messages) are skipped. A deleted record still breaks the chain.
+	Syslog bool
+
 	rep      Report
 	have     bool
 	last     position
@@ -166,6 +172,10 @@ func (v *Verifier) Add(name string, r io.Reader) error {
 			v.fail(Malformed, name, line, 0, fmt.Sprintf("malformed record: line longer than %d bytes", MaxLineBytes))
 		case !complete:
 			v.fail(Truncated, name, line, 0, "truncated record (no newline at end of file)")
+		case v.Syslog:
+			if i := bytes.Index(data, syslogRecordStart); i >= 0 {
+				v.check(name, line, data[i:])
+			}
 		default:
 			v.check(name, line, data)
 		}
@@ -356,13 +366,25 @@ func (v *Verifier) Report() Report {
 	return r
 }
 
+// syslogRecordStart is how a record starts, within a syslog line.
+var syslogRecordStart = []byte(`{"@timestamp":`)
+
 // VerifyFiles verifies the files at paths, in the order given (oldest
 // rotated file first). Files ending in ".gz" are decompressed. The error
 // is for I/O problems only; tampering is reported in Report.Problem.
 func VerifyFiles(paths ...string) (Report, error) {
-	var v Verifier
+	return verifyFiles(&Verifier{}, paths)
+}
+
+// VerifySyslogFiles is VerifyFiles for the files a syslog collector
+// wrote (see Verifier.Syslog).
+func VerifySyslogFiles(paths ...string) (Report, error) {
+	return verifyFiles(&Verifier{Syslog: true}, paths)
+}
+
+func verifyFiles(v *Verifier, paths []string) (Report, error) {
 	for _, p := range paths {
-		if err := verifyFile(&v, p); err != nil {
+		if err := verifyFile(v, p); err != nil {
 			return v.Report(), err
 		}
 	}

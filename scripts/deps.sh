@@ -9,10 +9,12 @@ set -euo pipefail
 # with libseccomp through cgo).
 # nginx + lua: the end-to-end test of examples/nginx (nginx workers talking
 # to sockwarden through the Lua client) and the same client under lua5.1.
+# rsyslog: the audit shipping test forwards records through two rsyslogd
+# (started by the test with their own configs; no system service).
 # prometheus: the metrics test scrapes a server with a real Prometheus
 # (started by the test on a loopback port; the package's service is not
 # started).
-packages=(make gcc pkg-config libseccomp-dev coreutils nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua5.1 lua-socket prometheus)
+packages=(make gcc pkg-config libseccomp-dev coreutils nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua5.1 lua-socket prometheus rsyslog)
 
 missing=()
 for p in "${packages[@]}"; do

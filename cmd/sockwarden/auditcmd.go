@@ -18,11 +18,13 @@ const (
 )
 
 // auditVerifyUsage is the usage text of `sockwarden audit verify`.
-const auditVerifyUsage = `usage: sockwarden audit verify [-json] FILE...
+const auditVerifyUsage = `usage: sockwarden audit verify [-json] [-syslog] FILE...
 
 Checks the hash chain of sockwarden audit logs. Give rotated files oldest
 first and the current file last (audit.log.2.gz audit.log.1 audit.log);
-files ending in .gz are decompressed.
+files ending in .gz are decompressed. With -syslog, the files are what a
+syslog collector (rsyslog, syslog-ng) wrote of the records sockwarden's
+syslog sink sent: the chain is checked where the trail arrives.
 
 Prints "ok: N records in M files", or the first problem found as
 "FILE:LINE: what is wrong". Exit status: 0 intact, 1 a record was
@@ -64,6 +66,7 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sockwarden audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the report as one JSON object on stdout")
+	syslog := fs.Bool("syslog", false, "the files are a syslog collector's: each record is the line from its {\"@timestamp\": on, after\nwhatever header the collector wrote; lines without a record are skipped")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), auditVerifyUsage)
 		fs.PrintDefaults()
@@ -81,7 +84,11 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) int {
 		return auditVerifyError
 	}
 
-	rep, err := audit.VerifyFiles(files...)
+	verify := audit.VerifyFiles
+	if *syslog {
+		verify = audit.VerifySyslogFiles
+	}
+	rep, err := verify(files...)
 	status := auditVerifyOK
 	switch {
 	case rep.Problem != nil:

@@ -735,30 +735,33 @@ func sandboxDefaults(c *config.Config) plan.Defaults {
 
 // openAudit opens the configured audit sink; nil for "none".
 func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
-	var sink audit.Sink
-	switch c.Sink {
-	case "none":
+	if c.Sink == "none" {
 		return nil, nil
-	case "stdout":
-		sink = audit.NewWriterSink(stdout)
-	case "file":
-		sync, err := audit.ParseSyncPolicy(c.Fsync)
-		if err != nil {
-			return nil, fmt.Errorf("audit.fsync: %w", err)
+	}
+	sink, name, err := openSink(config.ExtraSink{Type: c.Sink, Path: c.Path, Fsync: c.Fsync,
+		SyslogSocket: c.SyslogSocket, SyslogFormat: c.SyslogFormat, SyslogFacility: c.SyslogFacility}, stdout)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Sinks) > 0 {
+		// The sink above is the source of truth; the others get copies,
+		// each with its own on_failure.
+		members := []audit.TeeMember{{Name: name, Sink: sink, Required: true}}
+		for _, x := range c.Sinks {
+			s, name, err := openSink(x, stdout)
+			if err != nil {
+				for _, m := range members {
+					m.Sink.Close()
+				}
+				return nil, err
+			}
+			members = append(members, audit.TeeMember{Name: name, Sink: s, Required: x.OnFailure == "refuse"})
 		}
-		f, err := audit.OpenFile(c.Path, audit.FileOptions{Sync: sync})
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
+		tee := audit.NewTeeSink(members...)
+		tee.OnError = func(name string, err error) {
+			slog.Warn("audit sink failing; the record is in the other sinks (on_failure = \"continue\")", "sink", name, "err", err)
 		}
-		sink = f
-	case "syslog":
-		s, err := audit.DialSyslog(audit.SyslogOptions{Path: c.SyslogSocket, Facility: config.SyslogFacilities[c.SyslogFacility], RFC3164: c.SyslogFormat == "rfc3164"})
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		sink = s
-	default:
-		return nil, fmt.Errorf("audit.sink: unknown sink %q", c.Sink)
+		sink = tee
 	}
 	return audit.New(sink, audit.Options{
 		MaxRecordBytes: c.MaxRecordBytes,
@@ -772,6 +775,31 @@ func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
 			}
 		},
 	}), nil
+}
+
+// openSink opens one audit sink, and returns it with a name for logs.
+func openSink(c config.ExtraSink, stdout io.Writer) (audit.Sink, string, error) {
+	switch c.Type {
+	case "stdout":
+		return audit.NewWriterSink(stdout), "stdout", nil
+	case "file":
+		sync, err := audit.ParseSyncPolicy(c.Fsync)
+		if err != nil {
+			return nil, "", fmt.Errorf("audit.fsync: %w", err)
+		}
+		f, err := audit.OpenFile(c.Path, audit.FileOptions{Sync: sync})
+		if err != nil {
+			return nil, "", fmt.Errorf("audit: %w", err)
+		}
+		return f, "file " + c.Path, nil
+	case "syslog":
+		s, err := audit.DialSyslog(audit.SyslogOptions{Path: c.SyslogSocket, Facility: config.SyslogFacilities[c.SyslogFacility], RFC3164: c.SyslogFormat == "rfc3164"})
+		if err != nil {
+			return nil, "", fmt.Errorf("audit: %w", err)
+		}
+		return s, "syslog " + c.SyslogSocket, nil
+	}
+	return nil, "", fmt.Errorf("audit.sink: unknown sink %q", c.Type)
 }
 
 func serverEvent(socket string, landlockABI int, msg string) audit.ServerEvent {

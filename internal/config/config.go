@@ -226,6 +226,10 @@ type Audit struct {
 	// "Authorization:") whose values no record or log line shows,
 	// whatever the policy says; [] turns them off.
 	MaskPatterns []string `toml:"mask_patterns"`
+	// Sinks are further sinks every record is also written to (a local
+	// syslog daemon that forwards to a SIEM, say), each with its own
+	// on_failure; the sink above stays the source of truth.
+	Sinks []ExtraSink `toml:"sinks"`
 	// SandboxDenials is "auto" (report each request's Landlock denials
 	// when the kernel's audit is on), "on" (turn the kernel's audit on at
 	// start-up if it is off) or "off".
@@ -456,6 +460,9 @@ func (c *Config) Validate() error {
 			return bad("metrics.listen", "want a loopback address such as 127.0.0.1:9464 or [::1]:9464, or the absolute path of a UNIX socket, got %q", l)
 		}
 	}
+	if err := c.checkSinks(); err != nil {
+		return err
+	}
 	if c.Audit.SyslogFormat != "rfc5424" && c.Audit.SyslogFormat != "rfc3164" {
 		return bad("audit.syslog_format", "want \"rfc5424\" or \"rfc3164\", got %q", c.Audit.SyslogFormat)
 	}
@@ -612,4 +619,61 @@ var SyslogFacilities = map[string]int{
 	"user": 1, "daemon": 3, "auth": 4, "authpriv": 10,
 	"local0": 16, "local1": 17, "local2": 18, "local3": 19,
 	"local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}
+
+// ExtraSink is one of [audit] sinks ([[audit.sinks]]).
+type ExtraSink struct {
+	// Type is "file", "syslog" or "stdout".
+	Type string `toml:"type"`
+	// Path and Fsync are the "file" sink's, as [audit] path and fsync.
+	Path  string `toml:"path"`
+	Fsync string `toml:"fsync"`
+	// The "syslog" sink's, as [audit] syslog_socket, syslog_format and
+	// syslog_facility (the same defaults).
+	SyslogSocket   string `toml:"syslog_socket"`
+	SyslogFormat   string `toml:"syslog_format"`
+	SyslogFacility string `toml:"syslog_facility"`
+	// OnFailure is "continue" (the default: a failed write is logged, and
+	// requests go on) or "refuse" (as [audit] on_failure = "refuse").
+	OnFailure string `toml:"on_failure"`
+}
+
+// checkSinks fills in the defaults of c's extra sinks and checks them.
+func (c *Config) checkSinks() error {
+	for i := range c.Audit.Sinks {
+		s := &c.Audit.Sinks[i]
+		key := fmt.Sprintf("audit.sinks[%d]", i)
+		if s.Fsync == "" {
+			s.Fsync = "none"
+		}
+		if s.SyslogSocket == "" {
+			s.SyslogSocket = "/dev/log"
+		}
+		if s.SyslogFormat == "" {
+			s.SyslogFormat = "rfc5424"
+		}
+		if s.SyslogFacility == "" {
+			s.SyslogFacility = "authpriv"
+		}
+		if s.OnFailure == "" {
+			s.OnFailure = "continue"
+		}
+		switch {
+		case s.Type != "file" && s.Type != "syslog" && s.Type != "stdout":
+			return &Error{Key: key + ".type", Msg: fmt.Sprintf("want \"file\", \"syslog\" or \"stdout\", got %q", s.Type)}
+		case s.Type == "file" && !filepath.IsAbs(s.Path):
+			return &Error{Key: key + ".path", Msg: fmt.Sprintf("want the absolute path of the file, got %q", s.Path)}
+		case s.Type == "syslog" && !filepath.IsAbs(s.SyslogSocket):
+			return &Error{Key: key + ".syslog_socket", Msg: fmt.Sprintf("want the absolute path of the local syslog socket, got %q", s.SyslogSocket)}
+		case s.SyslogFormat != "rfc5424" && s.SyslogFormat != "rfc3164":
+			return &Error{Key: key + ".syslog_format", Msg: fmt.Sprintf("want \"rfc5424\" or \"rfc3164\", got %q", s.SyslogFormat)}
+		case SyslogFacilities[s.SyslogFacility] == 0:
+			return &Error{Key: key + ".syslog_facility", Msg: fmt.Sprintf("want auth, authpriv, daemon, user or local0 to local7, got %q", s.SyslogFacility)}
+		case s.OnFailure != "continue" && s.OnFailure != "refuse":
+			return &Error{Key: key + ".on_failure", Msg: fmt.Sprintf("want \"continue\" or \"refuse\", got %q", s.OnFailure)}
+		case s.Fsync != "none" && s.Fsync != "every":
+			return &Error{Key: key + ".fsync", Msg: fmt.Sprintf("want \"none\" or \"every\", got %q", s.Fsync)}
+		}
+	}
+	return nil
 }
