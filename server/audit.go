@@ -241,6 +241,7 @@ func (cn *conn) followDenials(proc *sandbox.Process, seen *sandbox.DenialReport)
 		if rep.Complete && rep.Received == seen.Received {
 			return // the exit record had them all
 		}
+		s.cfg.Metrics.lateDenials(seen, &rep)
 		if !rep.Complete {
 			log.Warn("sandbox denials incomplete: the kernel's audit records were lost or the final count never came",
 				"received", rep.Received, "total", rep.Total)

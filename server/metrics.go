@@ -117,6 +117,29 @@ func (m *Metrics) sandboxDenials(r *sandbox.DenialReport) {
 	}
 }
 
+// lateDenials counts the denials of final that seen (the exit record's
+// report, counted then) did not have.
+func (m *Metrics) lateDenials(seen, final *sandbox.DenialReport) {
+	if m == nil {
+		return
+	}
+	had := map[string]int{}
+	for _, d := range seen.Denials {
+		for _, a := range strings.Split(d.Access, ",") {
+			had[a] += d.Count
+		}
+	}
+	for _, d := range final.Denials {
+		for _, a := range strings.Split(d.Access, ",") {
+			n := min(had[a], d.Count)
+			had[a] -= n
+			if d.Count > n {
+				m.denials.WithLabelValues(a).Add(float64(d.Count - n))
+			}
+		}
+	}
+}
+
 // registerGauges adds the series s computes when scraped: connections
 // being served, and the audit trail's counters.
 func (s *Server) registerGauges(reg prometheus.Registerer) {
