@@ -40,9 +40,9 @@ func (v *Verification) config() (*bundle.VerificationConfig, error) {
 	if id == "" {
 		id = "default"
 	}
-	kc, err := keys.NewKeyConfig(string(pem), alg, v.Scope)
-	if err != nil {
-		return nil, fmt.Errorf("verification key %s: %w", v.KeyFile, err)
-	}
+	// keys.NewKeyConfig would stat the key's text as a path first (and
+	// fail with ENAMETOOLONG on a PEM with a long line): the Config it
+	// makes, made directly.
+	kc := &keys.Config{Key: string(pem), Algorithm: alg, Scope: v.Scope}
 	return bundle.NewVerificationConfig(map[string]*keys.Config{id: kc}, id, v.Scope, nil), nil
 }

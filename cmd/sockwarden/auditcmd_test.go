@@ -105,7 +105,7 @@ func TestRunAuditVerify(t *testing.T) {
 			},
 			stdout: "{\n  \"ok\": false,"},
 		{name: "no files", args: func(_, _ string) []string { return nil }, status: 2, noStdout: true,
-			stderr: "no FILE given\nusage: sockwarden audit verify [-json] FILE..."},
+			stderr: "no FILE given\nusage: sockwarden audit verify [-json] [-syslog] FILE..."},
 		{name: "unknown flag", args: func(r, c string) []string { return []string{"-x", r} }, status: 2, noStdout: true,
 			stderr: "flag provided but not defined: -x"},
 		{name: "help", args: func(_, _ string) []string { return []string{"-h"} }, status: 0, noStdout: true,

@@ -464,30 +464,9 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, policyTestUsage)
 		fs.PrintDefaults()
 	}
-	// Flags may come after the paths, as with opa test: parse, take a
-	// path, parse the rest.
-	var paths []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return exitLoad
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		if args[0] == "--" {
-			paths = append(paths, args[1:]...)
-			break
-		}
-		paths, args = append(paths, args[0]), args[1:]
-	}
-	if len(paths) == 0 {
-		fmt.Fprintln(stderr, "sockwarden policy test: no PATH given")
-		fs.Usage()
-		return exitLoad
+	paths, code, ok := parsePaths(fs, args, "test", stderr)
+	if !ok {
+		return code
 	}
 	if v0 {
 		o.RegoVersion = ast.RegoV0

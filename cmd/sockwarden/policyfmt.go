@@ -38,6 +38,24 @@ func parseInterleaved(flags *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parsePaths parses the arguments of the policy subcommand name: flags
+// before or after the paths, at least one path. When ok is false, the
+// subcommand exits with code (0 for -h).
+func parsePaths(flags *flag.FlagSet, args []string, name string, stderr io.Writer) (paths []string, code int, ok bool) {
+	paths, err := parseInterleaved(flags, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil, 0, false
+	case err != nil:
+		return nil, 1, false
+	case len(paths) == 0:
+		fmt.Fprintf(stderr, "sockwarden policy %s: no PATH given\n", name)
+		flags.Usage()
+		return nil, 1, false
+	}
+	return paths, 0, true
+}
+
 const policyFmtUsage = `Usage: sockwarden policy fmt [-w] [-l] [-d] [--fail] [--v0-compatible] PATH...
 
 Format the .rego files in PATH (files or directories, recursively) as opa fmt
@@ -71,17 +89,9 @@ func runPolicyFmt(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, policyFmtUsage)
 		flags.PrintDefaults()
 	}
-	paths, err := parseInterleaved(flags, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 1
-	}
-	if len(paths) == 0 {
-		fmt.Fprintln(stderr, "sockwarden policy fmt: no PATH given")
-		flags.Usage()
-		return 1
+	paths, code, ok := parsePaths(flags, args, "fmt", stderr)
+	if !ok {
+		return code
 	}
 	forced := ast.RegoUndefined
 	if v0 {
@@ -165,17 +175,9 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, policyCheckUsage)
 		flags.PrintDefaults()
 	}
-	paths, err := parseInterleaved(flags, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 1
-	}
-	if len(paths) == 0 {
-		fmt.Fprintln(stderr, "sockwarden policy check: no PATH given")
-		flags.Usage()
-		return 1
+	paths, code, ok := parsePaths(flags, args, "check", stderr)
+	if !ok {
+		return code
 	}
 	if err := policy.Check(context.Background(), paths, *strict); err != nil {
 		fmt.Fprintf(stderr, "sockwarden policy check: %v\n", strings.TrimPrefix(err.Error(), "policy: "))
