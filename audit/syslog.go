@@ -81,6 +81,16 @@ type SyslogSink struct {
 
 // DialSyslog connects to the local syslog socket.
 func DialSyslog(opts SyslogOptions) (*SyslogSink, error) {
+	s := newSyslogSink(opts)
+	if err := s.dial(); err != nil {
+		return nil, fmt.Errorf("syslog %s: %w", s.opts.Path, err)
+	}
+	return s, nil
+}
+
+// newSyslogSink fills in opts' defaults and makes the sink's header,
+// without connecting.
+func newSyslogSink(opts SyslogOptions) *SyslogSink {
 	if opts.Path == "" {
 		opts.Path = "/dev/log"
 	}
@@ -112,10 +122,7 @@ func DialSyslog(opts SyslogOptions) (*SyslogSink, error) {
 		h = append(h, ' ')
 	}
 	s.header = h
-	if err := s.dial(); err != nil {
-		return nil, fmt.Errorf("syslog %s: %w", s.opts.Path, err)
-	}
-	return s, nil
+	return s
 }
 
 // headerField makes s a valid RFC 5424 header field: printable US-ASCII

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"os/user"
@@ -739,7 +742,8 @@ func openAudit(c config.Audit, stdout io.Writer) (*audit.Logger, error) {
 		return nil, nil
 	}
 	sink, name, err := openSink(config.ExtraSink{Type: c.Sink, Path: c.Path, Fsync: c.Fsync,
-		SyslogSocket: c.SyslogSocket, SyslogFormat: c.SyslogFormat, SyslogFacility: c.SyslogFacility}, stdout)
+		SyslogSocket: c.SyslogSocket, SyslogFormat: c.SyslogFormat, SyslogFacility: c.SyslogFacility,
+		SyslogAddress: c.SyslogAddress, SyslogCA: c.SyslogCA}, stdout)
 	if err != nil {
 		return nil, err
 	}
@@ -793,7 +797,32 @@ func openSink(c config.ExtraSink, stdout io.Writer) (audit.Sink, string, error) 
 		}
 		return f, "file " + c.Path, nil
 	case "syslog":
-		s, err := audit.DialSyslog(audit.SyslogOptions{Path: c.SyslogSocket, Facility: config.SyslogFacilities[c.SyslogFacility], RFC3164: c.SyslogFormat == "rfc3164"})
+		so := audit.SyslogOptions{Path: c.SyslogSocket, Facility: config.SyslogFacilities[c.SyslogFacility], RFC3164: c.SyslogFormat == "rfc3164"}
+		if c.SyslogAddress != "" {
+			scheme, addr, _ := strings.Cut(c.SyslogAddress, "://")
+			no := audit.SyslogNetOptions{SyslogOptions: so, Address: addr}
+			if scheme == "tls" {
+				host, _, _ := net.SplitHostPort(addr)
+				no.TLS = &tls.Config{ServerName: host}
+				if c.SyslogCA != "" {
+					pem, err := os.ReadFile(c.SyslogCA)
+					if err != nil {
+						return nil, "", fmt.Errorf("audit.syslog_ca: %w", err)
+					}
+					pool := x509.NewCertPool()
+					if !pool.AppendCertsFromPEM(pem) {
+						return nil, "", fmt.Errorf("audit.syslog_ca: no certificate in %s", c.SyslogCA)
+					}
+					no.TLS.RootCAs = pool
+				}
+			}
+			s, err := audit.DialSyslogNet(no)
+			if err != nil {
+				return nil, "", fmt.Errorf("audit: %w", err)
+			}
+			return s, "syslog " + c.SyslogAddress, nil
+		}
+		s, err := audit.DialSyslog(so)
 		if err != nil {
 			return nil, "", fmt.Errorf("audit: %w", err)
 		}

@@ -219,6 +219,12 @@ type Audit struct {
 	// SyslogFacility is the facility of the records: auth, authpriv,
 	// daemon, user, or local0 to local7.
 	SyslogFacility string `toml:"syslog_facility"`
+	// SyslogAddress, when set, sends the "syslog" sink's records to a
+	// collector instead of SyslogSocket: "tcp://HOST:PORT" (RFC 6587
+	// octet counting) or "tls://HOST:PORT" (RFC 5425), with SyslogCA the
+	// PEM file of the CAs to trust ("" = the system's).
+	SyslogAddress string `toml:"syslog_address"`
+	SyslogCA      string `toml:"syslog_ca"`
 	// MaxRecordBytes bounds every record: a request's argv (and the
 	// policy's words) are cut to fit, with the whole argv's SHA-256 kept.
 	MaxRecordBytes int `toml:"max_record_bytes"`
@@ -463,6 +469,9 @@ func (c *Config) Validate() error {
 	if err := c.checkSinks(); err != nil {
 		return err
 	}
+	if err := checkSyslogAddress("audit", c.Audit.SyslogAddress, c.Audit.SyslogCA); err != nil {
+		return err
+	}
 	if c.Audit.SyslogFormat != "rfc5424" && c.Audit.SyslogFormat != "rfc3164" {
 		return bad("audit.syslog_format", "want \"rfc5424\" or \"rfc3164\", got %q", c.Audit.SyslogFormat)
 	}
@@ -633,6 +642,8 @@ type ExtraSink struct {
 	SyslogSocket   string `toml:"syslog_socket"`
 	SyslogFormat   string `toml:"syslog_format"`
 	SyslogFacility string `toml:"syslog_facility"`
+	SyslogAddress  string `toml:"syslog_address"`
+	SyslogCA       string `toml:"syslog_ca"`
 	// OnFailure is "continue" (the default: a failed write is logged, and
 	// requests go on) or "refuse" (as [audit] on_failure = "refuse").
 	OnFailure string `toml:"on_failure"`
@@ -674,6 +685,28 @@ func (c *Config) checkSinks() error {
 		case s.Fsync != "none" && s.Fsync != "every":
 			return &Error{Key: key + ".fsync", Msg: fmt.Sprintf("want \"none\" or \"every\", got %q", s.Fsync)}
 		}
+		if err := checkSyslogAddress(key, s.SyslogAddress, s.SyslogCA); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSyslogAddress checks the syslog_address and syslog_ca keys under
+// key.
+func checkSyslogAddress(key, addr, ca string) error {
+	if addr == "" {
+		if ca != "" {
+			return &Error{Key: key + ".syslog_ca", Msg: "needs syslog_address = \"tls://HOST:PORT\""}
+		}
+		return nil
+	}
+	scheme, hostport, ok := strings.Cut(addr, "://")
+	if _, _, err := net.SplitHostPort(hostport); !ok || err != nil || (scheme != "tcp" && scheme != "tls") {
+		return &Error{Key: key + ".syslog_address", Msg: fmt.Sprintf("want tcp://HOST:PORT or tls://HOST:PORT, got %q", addr)}
+	}
+	if ca != "" && scheme != "tls" {
+		return &Error{Key: key + ".syslog_ca", Msg: "only with a tls:// syslog_address"}
 	}
 	return nil
 }
