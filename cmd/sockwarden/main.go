@@ -51,10 +51,11 @@ Usage:
   sockwarden policy fmt [-w|-l|-d] PATH... format Rego as opa fmt does
   sockwarden policy check [--strict] PATH...
                                          compile the policy as opa check does
-  sockwarden audit verify FILE...        check the hash chain of audit logs (rotated files
-                                         in order); reports the first deleted, altered or
-                                         reordered record
-  sockwarden status ENDPOINT              a running server's figures (its [metrics] listen:
+  sockwarden audit verify [-syslog] FILE...
+                                         check the hash chain of audit logs (rotated files
+                                         in order, or a syslog collector's file); reports
+                                         the first deleted, altered or reordered record
+  sockwarden status ENDPOINT             a running server's figures (its [metrics] listen:
                                          health, requests, latency, kills, audit, policy)
   sockwarden bench WORKLOAD [flags]      load generator for any sockexec-protocol socket:
                                          spawn, echo, flood, idle, baseline (-h for flags)

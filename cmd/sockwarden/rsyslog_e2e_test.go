@@ -47,21 +47,40 @@ func startRsyslogd(t *testing.T, dir, name, conf string) {
 	})
 }
 
-// startCollector starts a collector rsyslogd listening on TCP on a
-// loopback port, writing what it gets to a file, and returns both.
+// exampleConf returns the file of examples/fleet with the replacements
+// (old, new pairs) made.
+func exampleConf(t *testing.T, name string, replace ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("../../examples/fleet", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i+1 < len(replace); i += 2 {
+		if !strings.Contains(s, replace[i]) {
+			t.Fatalf("%s has no %q", name, replace[i])
+		}
+		s = strings.ReplaceAll(s, replace[i], replace[i+1])
+	}
+	return s
+}
+
+// startCollector starts a collector rsyslogd with the walkthrough's
+// configuration (examples/fleet/rsyslog-collector.conf), listening on a
+// loopback port and writing one file per host into dir/collected, and
+// returns the port and that directory.
 func startCollector(t *testing.T, dir string) (int, string) {
 	t.Helper()
 	port := freeLoopbackPort(t)
-	collected := filepath.Join(dir, "collected.log")
-	startRsyslogd(t, dir, "collector", fmt.Sprintf(`module(load="imtcp")
-input(type="imtcp" address="127.0.0.1" port="%d")
-template(name="line" type="string" string="%%TIMESTAMP:::date-rfc3339%% %%HOSTNAME%% %%syslogtag%%%%msg%%\n")
-action(type="omfile" file=%q template="line")
-`, port, collected))
+	out := filepath.Join(dir, "collected")
+	os.MkdirAll(out, 0o755)
+	startRsyslogd(t, dir, "collector", exampleConf(t, "rsyslog-collector.conf",
+		`input(type="imtcp" port="6514")`, fmt.Sprintf(`input(type="imtcp" address="127.0.0.1" port="%d")`, port),
+		"/var/log/sockwarden/", out+"/"))
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
-			return port, collected
+			return port, out
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the collector does not listen")
@@ -69,17 +88,21 @@ action(type="omfile" file=%q template="line")
 	}
 }
 
-// waitCollected waits until the collector's file holds n records and
-// returns its lines.
-func waitCollected(t *testing.T, collected string, n int) []string {
+// waitCollected waits until the collector has written a host's file
+// (in dir) holding n records, and returns its path and lines.
+func waitCollected(t *testing.T, dir string, n int) (string, []string) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		b, _ := os.ReadFile(collected)
-		if strings.Count(string(b), `{"@timestamp":`) >= n {
-			return strings.SplitAfter(string(b), "\n")
+		files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		var b []byte
+		if len(files) == 1 {
+			b, _ = os.ReadFile(files[0])
+			if strings.Count(string(b), `{"@timestamp":`) >= n {
+				return files[0], strings.SplitAfter(string(b), "\n")
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the collector has %d of %d records:\n%s", strings.Count(string(b), `{"@timestamp":`), n, b)
+			t.Fatalf("the collector wrote %v; want one file of %d records:\n%s", files, n, b)
 		}
 	}
 }
@@ -103,7 +126,7 @@ func verifyLastHash(t *testing.T, args ...string) (string, int) {
 func TestAuditToCollectorOverTCP(t *testing.T) {
 	t.Parallel()
 	dir := shortTempDir(t)
-	port, collected := startCollector(t, dir)
+	port, collectedDir := startCollector(t, dir)
 	local := filepath.Join(dir, "audit.jsonl")
 	cfg := filepath.Join(dir, "c.toml")
 	mustWrite(t, cfg, fmt.Sprintf("[audit]\nsink = \"file\"\npath = %q\n\n[[audit.sinks]]\ntype = \"syslog\"\nsyslog_address = \"tcp://127.0.0.1:%d\"\n", local, port))
@@ -112,7 +135,7 @@ func TestAuditToCollectorOverTCP(t *testing.T) {
 	for range 2 {
 		decodeReply(t, exchange(t, ts.Socket, request([]string{"echo", "direct"}, nil, true)))
 	}
-	waitCollected(t, collected, 1+2*3)
+	collected, _ := waitCollected(t, collectedDir, 1+2*3)
 	got, code := verifyLastHash(t, "-syslog", collected)
 	want, _ := verifyLastHash(t, local)
 	if code != 0 || got != want {
@@ -129,13 +152,13 @@ func TestAuditToCollectorOverTCP(t *testing.T) {
 func TestAuditThroughRsyslog(t *testing.T) {
 	t.Parallel()
 	dir := shortTempDir(t)
-	port, collected := startCollector(t, dir)
+	port, collectedDir := startCollector(t, dir)
 	logSock := filepath.Join(dir, "log")
+	// The host's own rsyslog reads /dev/log; this one reads a socket of
+	// the test's, and forwards with the walkthrough's rule.
 	startRsyslogd(t, dir, "relay", fmt.Sprintf(`module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket=%q CreatePath="on")
-action(type="omfwd" target="127.0.0.1" port="%d" protocol="tcp" TCP_Framing="octet-counted"
-       template="RSYSLOG_SyslogProtocol23Format" action.resumeRetryCount="-1" queue.type="LinkedList")
-`, logSock, port))
+`, logSock)+exampleConf(t, "rsyslog-forward.conf", `target="COLLECTOR" port="6514"`, fmt.Sprintf(`target="127.0.0.1" port="%d"`, port)))
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := os.Stat(logSock); err == nil {
 			break
@@ -166,7 +189,7 @@ syslog_facility = "local3"
 	}
 	denyReply(t, exchange(t, ts.Socket, request([]string{"date"}, nil, true)), "not on the list")
 	const want = 1 + 3*3 + 1 // server.start, 3 x (decision, start, exit), a denied decision
-	lines := waitCollected(t, collected, want)
+	collected, lines := waitCollected(t, collectedDir, want)
 	got, code := verifyLastHash(t, "-syslog", collected)
 	local2, _ := verifyLastHash(t, local)
 	if code != 0 || got != local2 {
