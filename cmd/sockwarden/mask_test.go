@@ -68,6 +68,9 @@ decision := {"allow": true, "run_as": {"user": "65534"}, "mask": {"args": [2]}} 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The operator log reaches the test through a pipe: wait for the
+	// last request's line (the control below) before reading it.
+	ts.waitLog(t, "mysql --password=*** db", 0)
 	logs := ts.logs.String()
 	for _, c := range cases {
 		if strings.Contains(string(trail), c.secret) {
