@@ -87,7 +87,7 @@ decision := {"allow": true, "run_as": {"user": "65534", "group": "65534"}}
 	waitGone(t, 3*time.Second, pid2)
 
 	// The exit records count the processes the cgroup kill took.
-	if !strings.Contains(ts.logs.String(), `"cgroup":{"path":`) {
+	if !ts.logHas(`"cgroup":{"path":`) {
 		t.Error("exec.exit has no cgroup statistics")
 	}
 	// While it runs the server keeps a few empty request cgroups for

@@ -88,7 +88,7 @@ func TestTruncatedRequest(t *testing.T) {
 		}
 	}
 	ts.assertAlive(t)
-	if !strings.Contains(ts.logs.String(), "malformed request") {
+	if !ts.logHas("malformed request") {
 		t.Errorf("truncated request not logged")
 	}
 }
@@ -280,7 +280,7 @@ func TestConnectionLimit(t *testing.T) {
 			t.Fatalf("held connection %d: %q %q", i, typ, data)
 		}
 	}
-	if !strings.Contains(ts.logs.String(), "connection limit reached") {
+	if !ts.logHas("connection limit reached") {
 		t.Error("rejection not logged")
 	}
 	// Once the held clients hang up, their slots are free again.

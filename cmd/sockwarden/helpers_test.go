@@ -282,3 +282,16 @@ func isDynamicUID(s string) bool {
 	r := sandbox.DefaultUIDRange
 	return err == nil && uint32(n) >= r.First && uint32(n) <= r.Last
 }
+
+// logHas reports whether the server's log has s, waiting up to 10 s for
+// it: the log reaches the test through a pipe, after the reply.
+func (ts *testServer) logHas(s string) bool {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if strings.Contains(ts.logs.String(), s) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}

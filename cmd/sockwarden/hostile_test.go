@@ -424,7 +424,7 @@ func TestIdleFlood(t *testing.T) {
 	if n := len(withAction(rs, audit.ActionProtocolError)); n != atDeadline {
 		t.Errorf("%d protocol.error records for %d connections cut off", n, atDeadline)
 	}
-	if !strings.Contains(ts.logs.String(), "connection limit reached") {
+	if !ts.logHas("connection limit reached") {
 		t.Error("rejections not logged")
 	}
 	ts.assertAlive(t)

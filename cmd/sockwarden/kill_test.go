@@ -117,10 +117,10 @@ func TestDisconnectKillsGroup(t *testing.T) {
 				t.Errorf("a child ignoring TERM was gone after %v, before the kill timeout", time.Since(start))
 			}
 			ts.assertAlive(t)
-			if !strings.Contains(ts.logs.String(), `"reason":"disconnect"`) {
+			if !ts.logHas(`"reason":"disconnect"`) {
 				t.Error("kill not logged with reason disconnect")
 			}
-			if tt.ignoreTerm && !strings.Contains(ts.logs.String(), "escalating") {
+			if tt.ignoreTerm && !ts.logHas("escalating") {
 				t.Error("escalation to KILL not logged")
 			}
 		})

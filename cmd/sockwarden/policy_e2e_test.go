@@ -105,8 +105,8 @@ decision := {"allow": true, "run_as": {"user": "65534", "group": "65534"}} if in
 	}
 	denyReply(t, exchange(t, ts.Socket, request([]string{"echo", "x"}, nil, true)), "only date now")
 	// Both reloads are in the audit trail (stdout here).
-	if !strings.Contains(ts.logs.String(), `"action":"policy.reload","outcome":"failure"`) ||
-		!strings.Contains(ts.logs.String(), `"action":"policy.reload","outcome":"success"`) {
+	if !ts.logHas(`"action":"policy.reload","outcome":"failure"`) ||
+		!ts.logHas(`"action":"policy.reload","outcome":"success"`) {
 		t.Error("reloads not audited")
 	}
 }
@@ -152,7 +152,7 @@ decision := {"allow": time.now_ns() > 0, "run_as": {"user": "65534", "group": "6
 			if !slices.Equal(cached, want) {
 				t.Errorf("cached per decision %v, want %v", cached, want)
 			}
-			if !strings.Contains(ts.logs.String(), tt.log) {
+			if !ts.logHas(tt.log) {
 				t.Errorf("log does not say %q", tt.log)
 			}
 		})
