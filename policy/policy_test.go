@@ -41,6 +41,11 @@ func writeFiles(t testing.TB, files map[string]string) string {
 // writeBundle builds a bundle .tar.gz with OPA's bundle writer.
 func writeBundle(t testing.TB, revision string, modules map[string]string, data map[string]any) string {
 	t.Helper()
+	return writeBundleFile(t, newBundle(revision, modules, data))
+}
+
+// newBundle is a bundle of modules and data with root sockwarden.
+func newBundle(revision string, modules map[string]string, data map[string]any) bundle.Bundle {
 	b := bundle.Bundle{
 		Manifest: bundle.Manifest{Revision: revision, Roots: &[]string{"sockwarden"}},
 		Data:     data,
@@ -48,6 +53,12 @@ func writeBundle(t testing.TB, revision string, modules map[string]string, data 
 	for name, src := range modules {
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: name, Path: name, Raw: []byte(src)})
 	}
+	return b
+}
+
+// writeBundleFile writes b as a .tar.gz and returns its path.
+func writeBundleFile(t testing.TB, b bundle.Bundle) string {
+	t.Helper()
 	var buf bytes.Buffer
 	if err := bundle.NewWriter(&buf).Write(b); err != nil {
 		t.Fatal(err)

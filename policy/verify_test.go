@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -39,10 +38,7 @@ func rsaKeys(t *testing.T) (string, string) {
 // with tamper applied to its modules after signing, and returns its path.
 func signedBundle(t *testing.T, priv string, modules map[string]string, tamper func(*bundle.Bundle)) string {
 	t.Helper()
-	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: "r1", Roots: &[]string{"sockwarden"}}, Data: map[string]any{}}
-	for name, src := range modules {
-		b.Modules = append(b.Modules, bundle.ModuleFile{URL: name, Path: name, Raw: []byte(src)})
-	}
+	b := newBundle("r1", modules, map[string]any{})
 	if priv != "" {
 		if err := b.GenerateSignature(bundle.NewSigningConfig(priv, "RS256", ""), "default", false); err != nil {
 			t.Fatal(err)
@@ -51,15 +47,7 @@ func signedBundle(t *testing.T, priv string, modules map[string]string, tamper f
 	if tamper != nil {
 		tamper(&b)
 	}
-	var buf bytes.Buffer
-	if err := bundle.NewWriter(&buf).Write(b); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "bundle.tar.gz")
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return writeBundleFile(t, b)
 }
 
 // TestBundleVerification: with a verification key, a signed bundle loads;

@@ -208,9 +208,14 @@ func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
 		return false
 	}
 	spec := &pl.Spec
-	t0 := time.Now()
+	var t0 time.Time
+	if cn.s.cfg.Metrics != nil {
+		t0 = time.Now()
+	}
 	proc, err := cn.s.spawner.Start(spec)
-	cn.s.cfg.Metrics.spawned(time.Since(t0))
+	if cn.s.cfg.Metrics != nil {
+		cn.s.cfg.Metrics.spawned(time.Since(t0))
+	}
 	if err != nil {
 		status := StatusDenied
 		var se *sandbox.SpawnError

@@ -32,9 +32,14 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	}
 	exe, lookErr := plan.ResolveExe(argv[0], cn.lim.Path)
 	req := &Request{ID: cn.id, Argv: argv, Exe: exe, Peer: p, Socket: cfg.Socket, Time: time.Now()}
-	t0 := time.Now()
+	var t0 time.Time
+	if cfg.Metrics != nil {
+		t0 = time.Now()
+	}
 	d, err := s.judges.authorize(ctx, cfg.Authorizer, req)
-	cfg.Metrics.decided(time.Since(t0), err == nil && d.Cached)
+	if cfg.Metrics != nil {
+		cfg.Metrics.decided(time.Since(t0), err == nil && d.Cached)
+	}
 	if err != nil {
 		cn.log.Error("authorizer failed; denying", "err", err)
 		d = &policy.Decision{Message: "policy error", Err: err}

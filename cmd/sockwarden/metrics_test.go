@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,6 +39,25 @@ func httpGet(t *testing.T, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// startDaemon starts cmd, a service a test needs (Prometheus, rsyslogd),
+// and stops it by PID at the end of the test, showing its output if the
+// test failed.
+func startDaemon(t *testing.T, name string, cmd *exec.Cmd) {
+	t.Helper()
+	var logs bytes.Buffer // read after Wait only
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, logs.String())
+		}
+	})
+}
+
 // startPrometheus starts Debian's prometheus on a loopback port, scraping
 // target every second, and returns its base URL; it is stopped by PID at
 // the end of the test.
@@ -60,18 +80,7 @@ scrape_configs:
 	port := freeLoopbackPort(t)
 	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", logs.String())
-		}
-	})
+	startDaemon(t, "prometheus", cmd)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if code, _ := httpGet(t, base+"/-/ready"); code == http.StatusOK {

@@ -460,11 +460,7 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Timeout, "timeout", 0, "deadline of each test (`duration`; default 5s)")
 	fs.BoolVar(&v0, "v0-compatible", false, "read every .rego file as Rego v0 (OPA 0.x syntax)")
 	fs.BoolVar(&o.FailOnEmpty, "fail-on-empty", false, "exit 1 when no test ran (a mistyped path or --run)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, policyTestUsage)
-		fs.PrintDefaults()
-	}
-	paths, code, ok := parsePaths(fs, args, "test", stderr)
+	paths, code, ok := parsePaths(fs, args, "test", policyTestUsage, stderr)
 	if !ok {
 		return code
 	}

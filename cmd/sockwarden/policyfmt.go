@@ -38,10 +38,14 @@ func parseInterleaved(flags *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// parsePaths parses the arguments of the policy subcommand name: flags
-// before or after the paths, at least one path. When ok is false, the
-// subcommand exits with code (0 for -h).
-func parsePaths(flags *flag.FlagSet, args []string, name string, stderr io.Writer) (paths []string, code int, ok bool) {
+// parsePaths parses the arguments of the policy subcommand name, whose
+// usage text is usage: flags before or after the paths, at least one
+// path. When ok is false, the subcommand exits with code (0 for -h).
+func parsePaths(flags *flag.FlagSet, args []string, name, usage string, stderr io.Writer) (paths []string, code int, ok bool) {
+	flags.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		flags.PrintDefaults()
+	}
 	paths, err := parseInterleaved(flags, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -85,11 +89,7 @@ func runPolicyFmt(args []string, stdout, stderr io.Writer) int {
 	}
 	flags.BoolVar(&fail, "fail", false, "exit 2 when a file is not formatted (for CI)")
 	flags.BoolVar(&v0, "v0-compatible", false, "read every file as Rego v0 (OPA 0.x syntax)")
-	flags.Usage = func() {
-		fmt.Fprint(stderr, policyFmtUsage)
-		flags.PrintDefaults()
-	}
-	paths, code, ok := parsePaths(flags, args, "fmt", stderr)
+	paths, code, ok := parsePaths(flags, args, "fmt", policyFmtUsage, stderr)
 	if !ok {
 		return code
 	}
@@ -171,11 +171,7 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) int {
 	flags.SetOutput(stderr)
 	strict := flags.Bool("strict", false, "OPA's strict mode")
 	flags.BoolVar(strict, "S", false, "short for --strict")
-	flags.Usage = func() {
-		fmt.Fprint(stderr, policyCheckUsage)
-		flags.PrintDefaults()
-	}
-	paths, code, ok := parsePaths(flags, args, "check", stderr)
+	paths, code, ok := parsePaths(flags, args, "check", policyCheckUsage, stderr)
 	if !ok {
 		return code
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -32,19 +31,7 @@ func startRsyslogd(t *testing.T, dir, name, conf string) {
 	if out, err := exec.Command(bin, "-N1", "-f", cf).CombinedOutput(); err != nil {
 		t.Fatalf("rsyslogd -N1 %s: %v\n%s", name, err, out)
 	}
-	cmd := exec.Command(bin, "-n", "-f", cf, "-i", filepath.Join(dir, name+".pid"))
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("rsyslogd %s:\n%s", name, logs.String())
-		}
-	})
+	startDaemon(t, "rsyslogd "+name, exec.Command(bin, "-n", "-f", cf, "-i", filepath.Join(dir, name+".pid")))
 }
 
 // exampleConf returns the file of examples/fleet with the replacements
