@@ -31,12 +31,14 @@ const DefaultSource = "embedded default"
 // and .gid, taken from os.Getuid and os.Getgid when Default is called,
 // and dynamicUIDs as .dynamic_uids.
 func Default(dynamicUIDs bool) (*Engine, error) {
-	return load(context.Background(), Options{
+	opts := Options{
 		Paths: []string{"default"},
 		Data: map[string]any{"sockwarden": map[string]any{"server": map[string]any{
 			"uid":          os.Getuid(),
 			"gid":          os.Getgid(),
 			"dynamic_uids": dynamicUIDs,
 		}}},
-	}, defaultFS, DefaultSource)
+	}
+	read := func(tests bool) (*loaded, error) { return readPaths(opts.Paths, defaultFS, tests, nil) }
+	return load(context.Background(), opts, DefaultSource, read)
 }

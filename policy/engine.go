@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"slices"
 	"strings"
@@ -94,14 +93,50 @@ type Engine struct {
 // Load also decides, by looking at the compiled rules, whether the
 // policy's decisions can be memoized; see [Engine.Cacheable].
 func Load(ctx context.Context, opts Options) (*Engine, error) {
-	e, err := load(ctx, opts, nil, strings.Join(opts.Paths, ", "))
+	read := func(tests bool) (*loaded, error) {
+		var vc *bundle.VerificationConfig
+		if opts.Verification != nil {
+			var err error
+			if vc, err = opts.Verification.config(); err != nil {
+				return nil, err
+			}
+		}
+		return readPaths(opts.Paths, nil, tests, vc)
+	}
+	e, err := load(ctx, opts, strings.Join(opts.Paths, ", "), read)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", strings.Join(opts.Paths, ", "), err)
 	}
 	return e, nil
 }
 
-func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine, error) {
+// LoadBundles is [Load] for bundles already read and verified, such as
+// those an OPA control plane serves (by name, as OPA's bundles
+// configuration names them): the same checks, and the same engine.
+// opts.Paths and opts.Verification are not used; the revision is the
+// bundles' manifest revisions, in name order, joined with "+".
+func LoadBundles(ctx context.Context, opts Options, bundles map[string]*bundle.Bundle) (*Engine, error) {
+	names := slices.Sorted(maps.Keys(bundles))
+	read := func(tests bool) (*loaded, error) {
+		l := newLoaded()
+		for _, name := range names {
+			if err := l.addBundle(name, bundles[name], tests); err != nil {
+				return nil, err
+			}
+		}
+		return l, nil
+	}
+	source := "bundle " + strings.Join(names, ", bundle ")
+	e, err := load(ctx, opts, source, read)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", source, err)
+	}
+	return e, nil
+}
+
+// load reads the policy with read (tests says whether to read its
+// *_test.rego files too), then compiles, prepares and checks it.
+func load(ctx context.Context, opts Options, source string, read func(tests bool) (*loaded, error)) (*Engine, error) {
 	query := opts.Query
 	if query == "" {
 		query = DefaultQuery
@@ -118,13 +153,7 @@ func load(ctx context.Context, opts Options, fsys fs.FS, source string) (*Engine
 		timeout = DefaultTimeout
 	}
 
-	var vc *bundle.VerificationConfig
-	if opts.Verification != nil && fsys == nil {
-		if vc, err = opts.Verification.config(); err != nil {
-			return nil, err
-		}
-	}
-	l, err := readPaths(opts.Paths, fsys, opts.Tests != TestsOff, vc)
+	l, err := read(opts.Tests != TestsOff)
 	if err != nil {
 		return nil, err
 	}

@@ -72,13 +72,7 @@ func readPaths(paths []string, fsys fs.FS, tests bool, vc *bundle.VerificationCo
 	if len(paths) == 0 {
 		return nil, errors.New("no policy paths given")
 	}
-	l := &loaded{
-		modules:    map[string]*ast.Module{},
-		tests:      map[string]*ast.Module{},
-		raw:        map[string][]byte{},
-		data:       map[string]any{},
-		bundleOnly: true,
-	}
+	l := newLoaded()
 	var plain []string
 	for _, p := range paths {
 		if prefix, _ := loader.SplitPrefix(p); fsys != nil || len(prefix) > 0 {
@@ -103,22 +97,8 @@ func readPaths(paths []string, fsys fs.FS, tests bool, vc *bundle.VerificationCo
 		if err != nil {
 			return nil, err
 		}
-		for _, m := range b.Modules {
-			name := m.URL
-			if name == "" {
-				name = m.Path
-			}
-			if err := l.addModule(name, m.Parsed, m.Raw); err != nil {
-				return nil, err
-			}
-		}
-		if err := mergeData(l.data, b.Data, "data"); err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		if b.Manifest.Revision == "" {
-			l.bundleOnly = false
-		} else {
-			l.bundleRevs = append(l.bundleRevs, b.Manifest.Revision)
+		if err := l.addBundle(p, b, tests); err != nil {
+			return nil, err
 		}
 	}
 	if len(plain) > 0 {
@@ -166,6 +146,42 @@ func readBundle(path string, tests bool, vc *bundle.VerificationConfig) (*bundle
 		return nil, loadError(err)
 	}
 	return b, nil
+}
+
+func newLoaded() *loaded {
+	return &loaded{
+		modules:    map[string]*ast.Module{},
+		tests:      map[string]*ast.Module{},
+		raw:        map[string][]byte{},
+		data:       map[string]any{},
+		bundleOnly: true,
+	}
+}
+
+// addBundle adds the modules (and, with tests, the test modules) and the
+// data of b, read from where.
+func (l *loaded) addBundle(where string, b *bundle.Bundle, tests bool) error {
+	for _, m := range b.Modules {
+		name := m.URL
+		if name == "" {
+			name = m.Path
+		}
+		if !tests && isTestFile(name) {
+			continue
+		}
+		if err := l.addModule(name, m.Parsed, m.Raw); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	if err := mergeData(l.data, b.Data, "data"); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if b.Manifest.Revision == "" {
+		l.bundleOnly = false
+	} else {
+		l.bundleRevs = append(l.bundleRevs, b.Manifest.Revision)
+	}
+	return nil
 }
 
 func (l *loaded) addModule(name string, m *ast.Module, raw []byte) error {

@@ -54,6 +54,11 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 	if d.Err != nil {
 		s.warnDecisionError(d.Err)
 	}
+	if dl := cfg.DecisionLog; dl != nil {
+		in := Input(req)
+		in.Argv = shown
+		dl.LogDecision(ctx, &in, DecisionResult{Allow: pl.Allow, Message: pl.Message, Reasons: pl.Reasons, Cached: pl.Cached}, pl.Revision, pl.Err)
+	}
 	switch {
 	case !pl.Allow:
 		cn.s.cfg.Metrics.request(OutcomeDenied)

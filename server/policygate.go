@@ -56,3 +56,23 @@ func Input(req *Request) policy.Input {
 		Time:      req.Time,
 	}
 }
+
+// DecisionLogger receives decisions for a decision log (see
+// Config.DecisionLog). LogDecision is called on the request's path, once
+// per judged request, so it must not block: in is the policy's input with
+// the argv masked as the audit record shows it, result is the decision
+// as the record has it (allow, message, reasons), revision is the
+// revision of the policy that decided and err the policy's error, if
+// any.
+type DecisionLogger interface {
+	LogDecision(ctx context.Context, in *policy.Input, result any, revision string, err error)
+}
+
+// DecisionResult is the result a [DecisionLogger] gets: what the audit
+// record says of the decision.
+type DecisionResult struct {
+	Allow   bool     `json:"allow"`
+	Message string   `json:"message,omitempty"`
+	Reasons []string `json:"reasons,omitempty"`
+	Cached  bool     `json:"cached,omitempty"`
+}

@@ -119,6 +119,10 @@ type Config struct {
 	// computed at scrape time (connections, the audit trail's counters).
 	Metrics           *Metrics
 	MetricsRegisterer prometheus.Registerer
+	// DecisionLog, when set, receives each judged request's decision
+	// after its audit record is written, for a decision log kept apart
+	// from the audit trail (OPA's decision logs).
+	DecisionLog DecisionLogger
 	// ExplainDenials sends every client a stderr line per sandbox
 	// denial of its program, before the exit status, as a decision's
 	// explain does for its requests (sockwarden -d). It needs a Spawner

@@ -51,6 +51,7 @@ type serveFlags struct {
 	policy      stringList
 	cgroups     string
 	verifyKey   string
+	opaConfig   string
 	verifyKeyID string
 	signingAlg  string
 }
@@ -67,11 +68,11 @@ const valueFlags = "qMmtkcp"
 
 // longFlags are the server's flags of more than one letter: "-cgroups"
 // is that flag, not -c with "groups".
-var longFlags = []string{"cgroups", "verification-key", "verification-key-id", "signing-alg"}
+var longFlags = []string{"cgroups", "verification-key", "verification-key-id", "signing-alg", "opa-config"}
 
 // longValueFlags are the long flags that take a value (the next argument
 // unless written flag=value).
-var longValueFlags = []string{"cgroups", "verification-key", "verification-key-id", "signing-alg"}
+var longValueFlags = []string{"cgroups", "verification-key", "verification-key-id", "signing-alg", "opa-config"}
 
 // parseServeArgs parses the server's command line and returns the
 // effective configuration: defaults, then the -c file, then the flags
@@ -90,6 +91,7 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 	fs.IntVar(&o.maxConns, "m", def.Server.MaxConns, "connections served at once; extra ones are closed at once")
 	fs.Float64Var(&o.timeout, "t", time.Duration(def.Server.Timeout).Seconds(), "seconds a connection may last before its program is killed (0 = no limit)")
 	fs.StringVar(&o.cgroups, "cgroups", string(def.Sandbox.Cgroups), "a cgroup v2 per request: `auto` (when this server may make them, else process groups\nonly), required (refuse to start without) or off")
+	fs.StringVar(&o.opaConfig, "opa-config", "", "`file` of OPA's agent configuration (YAML): policy bundles from a control plane, decision logs,\nstatus ([policy] opa_config)")
 	fs.StringVar(&o.verifyKey, "verification-key", "", "`file` of the key every policy bundle must be signed with (PEM public key, or the secret\nfor HS*), as opa run's flag; every -p must then be a signed bundle")
 	fs.StringVar(&o.verifyKeyID, "verification-key-id", "", "`name` of the verification key in the bundles' signatures (default \"default\")")
 	fs.StringVar(&o.signingAlg, "signing-alg", "", "`algorithm` the bundles are signed with (default RS256)")
@@ -143,6 +145,8 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 			cfg.Server.Timeout = config.Duration(seconds(o.timeout))
 		case "p":
 			cfg.Policy.Paths = o.policy
+		case "opa-config":
+			cfg.Policy.OPAConfig = o.opaConfig
 		case "verification-key":
 			cfg.Policy.VerificationKey = o.verifyKey
 		case "verification-key-id":
@@ -312,13 +316,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start: cgroups are required (sandbox.cgroups = \"required\") and this server has none", "reason", cg.Reason)
 		return 1
 	}
-	engine, err := loadPolicy(cfg)
-	if err != nil {
-		log.Error("cannot start: policy", "err", err)
-		return 1
-	}
-	logPolicyTests(log, engine, cfg.Policy.Tests)
-	gate := server.NewPolicyGate(engine)
 	var (
 		reg  *prometheus.Registry
 		sm   *server.Metrics
@@ -328,6 +325,21 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if cfg.Metrics.Listen != "" {
 		reg = newRegistry()
 		sm, pm, mreg = server.NewMetrics(reg), newPolicyMetrics(reg), reg
+	}
+	gate := server.NewPolicyGate(nil)
+	agent, err := newAgent(cfg, gate, trail, pm, mreg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	var engine *policy.Engine
+	if len(agent.Bundles()) == 0 {
+		if engine, err = loadPolicy(cfg); err != nil {
+			log.Error("cannot start: policy", "err", err)
+			return 1
+		}
+		logPolicyTests(log, engine, cfg.Policy.Tests)
+		gate.Swap(engine)
 		pm.loaded(engine, false)
 	}
 
@@ -354,6 +366,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		Audit:          trail,
 		// on_failure = "continue": run requests even when unrecorded.
 		AuditBestEffort:   cfg.Audit.OnFailure == "continue",
+		DecisionLog:       agent.decisionLog(),
 		ExplainDenials:    o.debug,
 		Metrics:           sm,
 		MetricsRegisterer: mreg,
@@ -401,10 +414,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	} else {
 		log.Info("containment: "+host.String(), "cgroups", cg.Available, "switch_users", caps.SetID, "landlock_abi", caps.LandlockABI)
 	}
-	if len(cfg.Policy.Paths) == 0 {
+	if len(cfg.Policy.Paths) == 0 && engine != nil {
 		log.Info("no policy configured: the embedded default policy admits only callers with the server's uid, sandboxed (see sockwarden check)")
 	}
-	logCacheable(log, engine)
+	if engine != nil {
+		logCacheable(log, engine)
+	}
 
 	if trail != nil {
 		ev := serverEvent(sc.Socket, caps.LandlockABI, "sockwarden started")
@@ -426,6 +441,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer ep.stop()
+	}
+	if err := agent.start(); err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -457,7 +476,11 @@ loop:
 					srv.SetLimits(serverLimits(cfg))
 					srv.SetDefaults(sandboxDefaults(cfg))
 				}
-				reloadPolicy(log, cfg, gate, trail, pm)
+				if len(agent.Bundles()) > 0 {
+					log.Info("policy not reloaded: it comes from the control plane's bundles (opa_config), polled as configured", "bundles", agent.Bundles())
+				} else {
+					reloadPolicy(log, cfg, gate, trail, pm)
+				}
 				if trail != nil {
 					if err := trail.Reopen(); err != nil {
 						log.Error("reopening the audit log", "err", err)
@@ -482,6 +505,7 @@ loop:
 		log.Error("shutdown incomplete", "err", err)
 		status = 1
 	}
+	agent.stop()
 	// Remove the socket only if it is still ours.
 	if cur, err := os.Lstat(sc.Socket); created != nil && err == nil && os.SameFile(cur, created) {
 		os.Remove(sc.Socket)
@@ -596,6 +620,13 @@ func serverLimits(c *config.Config) server.Limits {
 	}
 }
 
+// policyOptions are the engine's options the configuration gives, for
+// local paths and control-plane bundles alike.
+func policyOptions(cfg *config.Config) policy.Options {
+	c := cfg.Policy
+	return policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout), CacheSize: c.CacheSize, Tests: c.Tests}
+}
+
 // loadPolicy loads the configured policy, or the embedded default.
 func loadPolicy(cfg *config.Config) (*policy.Engine, error) {
 	c := cfg.Policy
@@ -608,7 +639,7 @@ func loadPolicy(cfg *config.Config) (*policy.Engine, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	o := policy.Options{Paths: c.Paths, Query: c.Query, Timeout: time.Duration(c.EvalTimeout), CacheSize: c.CacheSize, Tests: c.Tests}
+	o := policyOptions(cfg)
 	if c.VerificationKey != "" {
 		o.Verification = &policy.Verification{KeyFile: c.VerificationKey, KeyID: c.VerificationKeyID, Alg: c.SigningAlg}
 	}

@@ -111,6 +111,11 @@ type Policy struct {
 	VerificationKey   string `toml:"verification_key"`
 	VerificationKeyID string `toml:"verification_key_id"`
 	SigningAlg        string `toml:"signing_alg"`
+	// OPAConfig is the file of OPA's agent configuration (YAML or JSON,
+	// as opa run -c takes): services, keys and labels, with bundles (the
+	// policy then comes from the control plane, and Paths must be
+	// empty), decision_logs and status. See internal/controlplane.
+	OPAConfig string `toml:"opa_config"`
 }
 
 // Sandbox holds the defaults for what a policy decision leaves out.
