@@ -143,4 +143,3 @@ func (a *agent) stop() {
 	defer cancel()
 	a.Stop(ctx)
 }
-

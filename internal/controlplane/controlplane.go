@@ -94,7 +94,7 @@ type Event struct {
 type Agent struct {
 	m       *plugins.Manager
 	log     *slog.Logger
-	path    string // the decision's path in decision logs
+	path    string        // the decision's path in decision logs
 	bundles *bundleLoader // nil: no bundles configured
 	logs    *logs.Plugin  // nil: no decision logs
 	status  *status.Plugin
