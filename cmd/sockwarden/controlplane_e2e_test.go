@@ -272,6 +272,9 @@ func TestControlPlaneBundles(t *testing.T) {
 	if code, body := httpGet(t, "http://"+metricsAddr+"/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "policy") {
 		t.Errorf("/healthz before any bundle: %d %s", code, body)
 	}
+	if code, _ := httpGet(t, "http://"+metricsAddr+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before any bundle: %d, want 503", code)
+	}
 
 	// v1 is followed.
 	v1 := opaBuild(t, dir, "v1", bundlePolicy("v1"), priv)
@@ -283,6 +286,9 @@ func TestControlPlaneBundles(t *testing.T) {
 	denyReply(t, exchange(t, ts.Socket, request([]string{"id"}, nil, true)), "v1 says no")
 	if code, _ := httpGet(t, "http://"+metricsAddr+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz with v1 in force: %d", code)
+	}
+	if code, _ := httpGet(t, "http://"+metricsAddr+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with v1 in force: %d", code)
 	}
 
 	// v2 is picked up while requests keep coming, none failing.
@@ -353,6 +359,12 @@ func TestControlPlaneBundles(t *testing.T) {
 			msg, _ := b["message"].(string)
 			return b["code"] == "bundle_error" && strings.Contains(msg, c.why) && b["active_revision"] == "v2"
 		})
+	}
+
+	// sockwarden status says so too.
+	out, _, _ := runExit(t, exec.Command(binary(t), "status", metricsAddr))
+	if !regexp.MustCompile(`bundle sockwarden +last request failed or refused, activated \S+ ago; requests: activated 2, failed [1-9]`).MatchString(out) {
+		t.Errorf("sockwarden status:\n%s", out)
 	}
 
 	// Decision logs: every decision of the audit trail, by request id,

@@ -98,7 +98,7 @@ func startMetrics(listen string, reg *prometheus.Registry, srv *server.Server, g
 			problems = append(problems, "audit: "+err.Error())
 		}
 		if gate.Engine() == nil {
-			problems = append(problems, "policy: none loaded")
+			problems = append(problems, "policy: none in force (with a control plane: no bundle activated yet)")
 		}
 		if len(problems) > 0 {
 			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
@@ -109,6 +109,11 @@ func startMetrics(listen string, reg *prometheus.Registry, srv *server.Server, g
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ep.ready.Load() {
 			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		if gate.Engine() == nil {
+			// With a control plane: no bundle in force yet.
+			http.Error(w, "no policy in force yet", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

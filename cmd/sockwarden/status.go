@@ -20,7 +20,8 @@ const statusUsage = `Usage: sockwarden status ENDPOINT
 
 Print a running server's figures for a person: health, requests by
 outcome, decision and spawn latency, cache hits, connections, kills,
-quota refusals, sandbox denials, the audit trail and the policy in force.
+quota refusals, sandbox denials, the audit trail, the policy in force
+and, with a control plane, its bundles.
 ENDPOINT is the server's [metrics] listen: a loopback address
 (127.0.0.1:9464, or http://127.0.0.1:9464) or a UNIX socket path. The same
 figures are Prometheus's at /metrics.
@@ -80,6 +81,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		num(byLabel(fams, "sockwarden_policy_reloads_total", "result", "success")),
 		num(byLabel(fams, "sockwarden_policy_reloads_total", "result", "failure")),
 		map[bool]string{true: "succeeded", false: "failed"}[value(fams, "sockwarden_policy_last_reload_success") == 1])
+	printBundles(w, fams)
 	fmt.Fprintf(w, "requests\t%s\n", breakdown(fams, "sockwarden_requests_total", "outcome"))
 	fmt.Fprintf(w, "connections now\t%s\n", num(value(fams, "sockwarden_connections_active")))
 	fmt.Fprintf(w, "decision\t%s mean over %s, %s from the cache\n", mean(fams, "sockwarden_decision_duration_seconds"),
@@ -200,4 +202,35 @@ func mean(fams map[string]*dto.MetricFamily, name string) string {
 
 func num(v float64) string {
 	return fmt.Sprintf("%.0f", v)
+}
+
+// printBundles prints a line per control-plane bundle: whether its last
+// request went well, when it was last activated, and its requests by
+// result.
+func printBundles(w io.Writer, fams map[string]*dto.MetricFamily) {
+	ok := fams["sockwarden_policy_bundle_ok"]
+	if ok == nil {
+		return
+	}
+	for _, m := range ok.Metric {
+		name := label(m, "name")
+		state := "ok"
+		if metricValue(m) != 1 {
+			state = "last request failed or refused"
+		}
+		activated := "never activated"
+		if ts := byLabel(fams, "sockwarden_policy_bundle_last_successful_activation_timestamp_seconds", "name", name); ts > 0 {
+			activated = "activated " + time.Since(time.Unix(0, int64(ts*1e9))).Round(time.Second).String() + " ago"
+		}
+		var parts []string
+		if f := fams["sockwarden_policy_bundle_requests_total"]; f != nil {
+			for _, r := range f.Metric {
+				if label(r, "name") == name {
+					parts = append(parts, fmt.Sprintf("%s %s", label(r, "result"), num(metricValue(r))))
+				}
+			}
+		}
+		sort.Strings(parts)
+		fmt.Fprintf(w, "bundle %s\t%s, %s; requests: %s\n", name, state, activated, strings.Join(parts, ", "))
+	}
 }

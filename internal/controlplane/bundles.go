@@ -79,9 +79,6 @@ func newBundleLoader(a *Agent, opts Options) (*bundleLoader, error) {
 		if src.Persist {
 			return nil, fmt.Errorf("opa config: bundles.%s: persist is not supported: bundles are not persisted", name)
 		}
-		if *src.Trigger == plugins.TriggerManual {
-			return nil, fmt.Errorf("opa config: bundles.%s: trigger manual is not supported: nothing would ever download it", name)
-		}
 		switch {
 		case src.Signing != nil && !src.Signing.SignatureRequired():
 			// OPA accepts unsigned bundles when keys exist but the bundle
