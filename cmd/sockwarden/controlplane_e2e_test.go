@@ -424,3 +424,28 @@ func TestControlPlaneBundles(t *testing.T) {
 	}
 	cp.mu.Unlock()
 }
+
+// TestControlPlaneConfigErrors: a server whose OPA configuration cannot be
+// followed does not start, and says why.
+func TestControlPlaneConfigErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	withBundles := filepath.Join(dir, "opa.yaml")
+	mustWrite(t, withBundles, "services: {s: {url: \"http://127.0.0.1:1\"}}\nbundles: {b: {service: s}}\n")
+	discovery := filepath.Join(dir, "discovery.yaml")
+	mustWrite(t, discovery, "services: {s: {url: \"http://127.0.0.1:1\"}}\ndiscovery: {service: s, resource: /d}\n")
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing file", []string{"--opa-config", filepath.Join(dir, "none.yaml")}, "policy.opa_config: open"},
+		{"bundles and -p", []string{"--opa-config", withBundles, "-p", "testdata/policy/basic.rego"}, "both give the policy"},
+		{"discovery", []string{"--opa-config", discovery}, "discovery is not supported"},
+	} {
+		out, errOut, code := runExit(t, exec.Command(binary(t), append(c.args, filepath.Join(shortTempDir(t), "s.sock"))...))
+		if code != 1 || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("%s: exit %d, want 1 and %q\n%s%s", c.name, code, c.want, out, errOut)
+		}
+	}
+}
