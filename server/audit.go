@@ -92,6 +92,13 @@ func (cn *conn) runAs(spec *sandbox.Spec) audit.RunAs {
 	} else {
 		r = audit.RunAs{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	}
+	if spec.DynamicUser {
+		// A dynamic uid and gid have no names (the range was checked
+		// against /etc/passwd at start-up); looking them up would ask
+		// NSS about a different id at almost every request, past the
+		// cache, at the cost of some 60 system calls.
+		return r
+	}
 	r.User = cn.s.names.User(r.UID)
 	r.Group = cn.s.names.Group(r.GID)
 	return r
