@@ -24,6 +24,10 @@
 #                 the table shows medians
 #   SERVER_ARGS   more server flags, e.g. a policy without the output caps
 #                 that flood and echo exceed (split at spaces)
+#   SOCKEXEC_BIN  the C sockexec to measure side by side (built with
+#                 ../shared/sockexec/build.sh); its rows and the
+#                 sockwarden/sockexec ratios are added to the table. It runs
+#                 as root with no policy and no sandbox, as sockexec does.
 #
 # The server's own output (logs, audit records) goes to a file that is
 # printed only if it fails to start.
@@ -38,7 +42,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d /tmp/swbench.XXXXXX)
 server_pid=
 cleanup() {
-	for p in $server_pid ${ex_pid:-}; do
+	for p in $server_pid ${ex_pid:-} ${se_pid:-}; do
 		kill -TERM "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
 	done
@@ -79,7 +83,10 @@ sock=$tmp/exec.sock
 # The server as users run it: every request judged by the policy (the
 # embedded default: a root caller runs as nobody, with Landlock and
 # rlimits) and recorded in an audit file.
+# One client uid opens every connection: no per-caller quota.
 cat >"$tmp/config.toml" <<EOF
+[server]
+max_conns_per_uid = -1
 [audit]
 sink = "file"
 path = "$tmp/audit.jsonl"
@@ -112,6 +119,9 @@ if command -v setpriv >/dev/null && id www-data >/dev/null 2>&1 && [ "$(id -u)" 
 	cat >"$tmp/example.toml" <<EOF
 [server]
 mode = "0666"
+# c=64 from one client uid: sockexec's limit (-m 200), no per-caller quota.
+max_conns = 200
+max_conns_per_uid = -1
 [policy]
 paths = ["$root/examples/policy"]
 [audit]
@@ -136,6 +146,28 @@ else
 	echo "bench.sh: no setpriv or www-data (or not root): spawn rows use the default policy as root" >&2
 fi
 spawn_sock=${ex_sock:-$sock}
+spawn_pid=${ex_pid:-$server_pid}
+[ -n "$ex_sock" ] || spawn_pid=$server_pid
+
+# The C sockexec, when SOCKEXEC_BIN names it: the same clients, as root
+# or as www-data (its socket is made 0666 for them).
+se_sock=
+se_pid=
+if [ -n "${SOCKEXEC_BIN:-}" ]; then
+	"$SOCKEXEC_BIN" -M 0666 -m 200 -t 300 "$tmp/sockexec.sock" >"$tmp/sockexec.log" 2>&1 &
+	se_pid=$!
+	for _ in $(seq 100); do
+		[ -S "$tmp/sockexec.sock" ] && break
+		sleep 0.05
+	done
+	if [ -S "$tmp/sockexec.sock" ]; then
+		se_sock=$tmp/sockexec.sock
+	else
+		echo "bench.sh: $SOCKEXEC_BIN did not start; no sockexec rows:" >&2
+		cat "$tmp/sockexec.log" >&2
+		failed=1
+	fi
+fi
 
 # bench NAME ARGS...: one run; its key=value line is appended to $tmp/NAME
 # and printed. The client runs as $runas_now when set.
@@ -164,37 +196,62 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 
 # idle first: its per-connection memory is the growth over the base, which
 # is only the server's own on a server that has served nothing yet.
 bench idle idle -socket "$sock" -pid "$server_pid" -k "$conns" -c 16
-# The spawn runs, interleaved with their baselines, $repeat rounds.
+# The spawn runs, interleaved with their baselines (and sockexec's), $repeat
+# rounds. -pid: the server's CPU time per request.
 for _ in $(seq "$repeat"); do
-	bench baseline8 baseline -n 2000 -c 8
-	runas_now=("${runas[@]}")
-	bench spawn8 spawn -socket "$spawn_sock" -n 2000 -c 8
-	runas_now=()
-	bench baseline1 baseline -n 500 -c 1
-	runas_now=("${runas[@]}")
-	bench spawn1 spawn -socket "$spawn_sock" -n 500 -c 1
-	runas_now=()
+	for c in 8 1 64; do
+		n=2000
+		[ "$c" = 1 ] && n=500
+		runas_now=()
+		bench baseline$c baseline -n "$n" -c "$c"
+		runas_now=("${runas[@]}")
+		bench spawn$c spawn -socket "$spawn_sock" -pid "$spawn_pid" -n "$n" -c "$c"
+		if [ -n "$se_sock" ]; then
+			bench sockexec$c spawn -socket "$se_sock" -pid "$se_pid" -n "$n" -c "$c"
+		fi
+		runas_now=()
+	done
 done
-bench flood flood -socket "$sock" -size 1GiB
-bench echo echo -socket "$sock" -size 512MiB
+bench flood flood -socket "$sock" -pid "$server_pid" -size 1GiB
+bench echo echo -socket "$sock" -pid "$server_pid" -size 512MiB
+if [ -n "$se_sock" ]; then
+	bench sockexec_flood flood -socket "$se_sock" -pid "$se_pid" -size 1GiB
+	# sockexec corrupts large echoes (its reply interleaves): counted,
+	# not fatal to the run.
+	timeout "$run_timeout" "$client" bench echo -socket "$se_sock" -pid "$se_pid" -size 256MiB >>"$tmp/sockexec_echo" 2>"$tmp/sockexec_echo.err" || true
+	tail -n 1 "$tmp/sockexec_echo" 2>/dev/null || true
+fi
 
-b8=$(get baseline8 rps) s8=$(get spawn8 rps)
-b1=$(get baseline1 p50_ms) s1=$(get spawn1 p50_ms)
 echo
 if [ -n "$ex_sock" ]; then
-	echo "spawn: /bin/true as www-data under examples/policy (web profile), audit to a file;"
+	echo "sockwarden: /bin/true as www-data under examples/policy (web profile: dynamic uid, cgroup,"
+	echo "Landlock, seccomp, IPC namespace, rlimits), audit to a file; flood and echo: the default policy"
 else
-	echo "spawn: /bin/true as root under the default policy, audit to a file;"
+	echo "sockwarden: /bin/true as root under the default policy, audit to a file"
 fi
+[ -n "$se_sock" ] && echo "sockexec: $SOCKEXEC_BIN, no policy, no sandbox"
 echo "medians of $repeat interleaved rounds"
-printf '%-38s %11s %11s %7s\n' "" baseline sockwarden ratio
-printf '%-38s %11s %11s %7s\n' "spawn c=8 (req/s; target >= 0.85x)" "$b8" "$s8" "$(ratio "$s8" "$b8")"
-printf '%-38s %11s %11s %7s\n' "spawn c=1 p50 (ms; target <= 1.2x)" "$b1" "$s1" "$(ratio "$s1" "$b1")"
-printf '%-38s %11s %11s %7s\n' "flood (MiB/s; target >= 1024)" "" "$(get flood mib_s)" ""
-printf '%-38s %11s %11s %7s\n' "echo (MiB/s; target >= 600)" "" "$(get echo mib_s)" ""
-printf '%-38s %11s %11s %7s\n' "idle $(get idle k) conns (KiB/conn; target <= 32)" "" "$(get idle kib_per_conn)" ""
-printf '%-38s %11s %11s %7s\n' "idle $(get idle k) conns (fds/conn)" "" "$(get idle fds_per_conn)" ""
-for r in idle baseline8 spawn8 baseline1 spawn1 flood echo; do
+se() { if [ -n "$se_sock" ]; then get "$@"; else echo -; fi; }
+row() { # label bare sockexec sockwarden
+	printf '%-34s %9s %9s %10s %9s %9s\n' "$1" "$2" "$3" "$4" "$(ratio "$4" "$2")" "$(ratio "$4" "$3")"
+}
+printf '%-34s %9s %9s %10s %9s %9s\n' "" bare sockexec sockwarden "sw/bare" "sw/se"
+row "spawn c=8 (req/s)" "$(get baseline8 rps)" "$(se sockexec8 rps)" "$(get spawn8 rps)"
+row "spawn c=8 server CPU (us/req)" "" "$(se sockexec8 server_cpu_us)" "$(get spawn8 server_cpu_us)"
+row "spawn c=1 p50 (ms)" "$(get baseline1 p50_ms)" "$(se sockexec1 p50_ms)" "$(get spawn1 p50_ms)"
+row "spawn c=1 server CPU (us/req)" "" "$(se sockexec1 server_cpu_us)" "$(get spawn1 server_cpu_us)"
+row "spawn c=64 p99 (ms)" "$(get baseline64 p99_ms)" "$(se sockexec64 p99_ms)" "$(get spawn64 p99_ms)"
+row "spawn c=64 errors (total)" "$(total baseline64 errors)" "$([ -n "$se_sock" ] && total sockexec64 errors || echo -)" "$(total spawn64 errors)"
+row "flood (MiB/s)" "" "$(se sockexec_flood mib_s)" "$(get flood mib_s)"
+row "echo (MiB/s, byte-exact)" "" "$(se sockexec_echo mib_s)" "$(get echo mib_s)"
+row "idle $(get idle k) conns (KiB/conn)" "" "" "$(get idle kib_per_conn)"
+row "idle $(get idle k) conns (fds/conn)" "" "" "$(get idle fds_per_conn)"
+if [ -n "$se_sock" ] && [ "$(total sockexec_echo errors)" != 0 ]; then
+	echo "(sockexec's echo: $(total sockexec_echo errors) errors: its output was not what was sent)"
+fi
+runs="idle baseline8 spawn8 baseline1 spawn1 baseline64 spawn64 flood echo"
+[ -n "$se_sock" ] && runs="$runs sockexec8 sockexec1 sockexec64 sockexec_flood"
+for r in $runs; do
 	e=$(total "$r" errors)
 	if [ "$e" != 0 ]; then
 		failed=1

@@ -47,7 +47,9 @@ Flags:
   -argv "PROG ARGS"  the program of spawn, baseline and idle, split at
                 spaces; or give it after --
   -exit N       the exit status spawn and baseline expect (default 0)
-  -pid PID      the server process idle measures
+  -pid PID      the server process idle measures; spawn, echo and flood
+                given it also report the CPU time it spent (user and
+                system, its children's not included)
   -repeat R     run R times; print each run and a final run=median line
                 (the median of each figure; errors is the total) (default 1)
   -timeout D    per-request I/O limit; for idle, the wait for the programs
@@ -63,12 +65,15 @@ as one that has served earlier loads may reuse memory it kept from them.
 Output: one line per run of space-separated key=value pairs, e.g.
   workload=spawn n=2000 c=8 rps=1234.5 p50_ms=6.104 p90_ms=7.921 p99_ms=11.030 max_ms=15.200 elapsed_s=1.621 errors=0
 with run=I after the workload when -repeat is above 1. The keys:
-  spawn, baseline  n c rps p50_ms p90_ms p99_ms max_ms elapsed_s errors
-  echo, flood      bytes mib_s elapsed_s errors
+  spawn, baseline  n c rps p50_ms p90_ms p99_ms max_ms [server_cpu_us]
+                   elapsed_s errors
+  echo, flood      bytes mib_s [server_cpu_s] elapsed_s errors
   idle             k c pid start_s rss_base_kib rss_kib kib_per_conn fds_base
                    fds fds_per_conn threads_base threads close_ms
                    rss_after_kib fds_after threads_after errors
-("base": the server before the connections; "after": once all were closed.)
+("base": the server before the connections; "after": once all were closed;
+server_cpu_us: the server's CPU time per request, with -pid; server_cpu_s:
+its CPU time over the run, with -pid.)
 The first failures of a run are described on stderr.
 
 Exit status: 0 if no request failed, 1 if any failed verification or a run

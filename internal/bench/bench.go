@@ -102,7 +102,9 @@ type Config struct {
 	// end with.
 	ExitCode int
 	// ServerPID is the server process measured by Idle; 0 means find it
-	// from the socket with [FindServerPID].
+	// from the socket with [FindServerPID]. Spawn, Echo and Flood runs
+	// given a ServerPID also measure the CPU time the server process
+	// spent over the run (Result.ServerCPU).
 	ServerPID int
 	// Timeout bounds each request's I/O (Spawn, Echo, Flood), and the
 	// wait for the Idle programs to start and to be killed.
@@ -201,6 +203,11 @@ type Result struct {
 	// CloseTime from closing the connections until every program was gone.
 	StartTime, CloseTime time.Duration
 
+	// ServerCPU is the CPU time (user and system, all its threads) the
+	// server process spent during a Spawn, Echo or Flood run given a
+	// ServerPID; 0 otherwise. Its children's time is not in it.
+	ServerCPU time.Duration
+
 	// Errors counts failed requests (or, for Idle, connections whose
 	// program did not run, ended early, or outlived the close).
 	Errors int
@@ -218,6 +225,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	var res *Result
 	var err error
+	var cpu0 time.Duration
+	measureCPU := cfg.ServerPID > 0 && cfg.Workload != Idle && cfg.Workload != Baseline
+	if measureCPU {
+		if cpu0, err = processCPU(cfg.ServerPID); err != nil {
+			return nil, fmt.Errorf("bench: server pid %d: %w", cfg.ServerPID, err)
+		}
+	}
 	switch cfg.Workload {
 	case Spawn:
 		res, err = runSpawn(ctx, &cfg)
@@ -232,6 +246,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
+	}
+	if err == nil && measureCPU {
+		cpu1, cerr := processCPU(cfg.ServerPID)
+		if cerr != nil {
+			return nil, fmt.Errorf("bench: server pid %d: %w", cfg.ServerPID, cerr)
+		}
+		res.ServerCPU = cpu1 - cpu0
 	}
 	return res, err
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFindServerPID(t *testing.T) {
@@ -111,5 +112,26 @@ func TestProgramCounter(t *testing.T) {
 	}
 	if _, err := readProcStats(1 << 30); err == nil {
 		t.Error("readProcStats(no such pid) succeeded")
+	}
+}
+
+// TestProcessCPU: the CPU time read from /proc/PID/stat grows by about
+// what this process burns, and a process that is gone is an error.
+func TestProcessCPU(t *testing.T) {
+	before, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 300*time.Millisecond; {
+	}
+	after, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after - before; d < 100*time.Millisecond || d > 5*time.Second {
+		t.Errorf("burned 300 ms of CPU; /proc says %v", d)
+	}
+	if _, err := processCPU(1 << 30); err == nil {
+		t.Error("no error for a pid that does not exist")
 	}
 }

@@ -306,3 +306,32 @@ func countNew(now, before map[int]bool) int {
 	}
 	return n
 }
+
+// clockTick is the unit of /proc/PID/stat's times: USER_HZ, 100 on every
+// Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// processCPU returns the user and system CPU time process pid has spent,
+// over all its threads (living and exited), from /proc/PID/stat.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces and parentheses: the fields
+	// start after the last ')'. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	utime, err1 := strconv.ParseInt(string(f[11]), 10, 64)
+	stime, err2 := strconv.ParseInt(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad utime or stime", pid)
+	}
+	return time.Duration(utime+stime) * clockTick, nil
+}

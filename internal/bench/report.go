@@ -140,6 +140,14 @@ func (r *Result) Fields() Fields {
 			Num("threads_after", float64(r.ThreadsAfter), 0),
 		)
 	}
+	if r.ServerCPU > 0 {
+		switch r.Workload {
+		case Spawn:
+			fs = append(fs, Num("server_cpu_us", float64(r.ServerCPU.Microseconds())/float64(max(1, r.Requests)), 1))
+		case Echo, Flood:
+			fs = append(fs, Num("server_cpu_s", r.ServerCPU.Seconds(), 2))
+		}
+	}
 	if r.Workload != Idle {
 		fs = append(fs, Num("elapsed_s", r.Elapsed.Seconds(), 3))
 	}
