@@ -63,8 +63,8 @@ type uidPool struct {
 	r     UIDRange
 	dir   string              // lock files
 	free  []uint32            // least recently released first
-	busy  map[uint32]*os.File // in use, with its lock
-	stuck map[uint32]*os.File // processes of the uid outlived their request (with its lock, if ours)
+	busy  map[uint32]*lockFile // in use, with its lock
+	stuck map[uint32]*lockFile // processes of the uid outlived their request (with its lock, if ours)
 }
 
 // newUIDPool checks r against /etc/passwd (a user in the range is an
@@ -80,7 +80,7 @@ func newUIDPool(r UIDRange, dir string) (*uidPool, []uint32, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("sandbox: dynamic uids: %w", err)
 	}
-	p := &uidPool{r: r, dir: dir, busy: map[uint32]*os.File{}, stuck: map[uint32]*os.File{}}
+	p := &uidPool{r: r, dir: dir, busy: map[uint32]*lockFile{}, stuck: map[uint32]*lockFile{}}
 	running := processUIDs(r)
 	for uid := r.First; ; uid++ {
 		if running[uid] {
@@ -167,17 +167,25 @@ func (p *uidPool) acquire() (uint32, error) {
 	return 0, ErrNoDynamicUID
 }
 
+// lockFile is a held lock: the descriptor of a uid's lock file, locked.
+// A plain descriptor: an *os.File would cost an fcntl and a refused
+// epoll registration at every request.
+type lockFile struct{ fd int }
+
+// Close releases the lock.
+func (l *lockFile) Close() error { return unix.Close(l.fd) }
+
 // lock takes the lock file of uid.
-func (p *uidPool) lock(uid uint32) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(p.dir, strconv.FormatUint(uint64(uid), 10)), os.O_RDWR|os.O_CREATE, 0o600)
+func (p *uidPool) lock(uid uint32) (*lockFile, error) {
+	fd, err := unix.Open(filepath.Join(p.dir, strconv.FormatUint(uint64(uid), 10)), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: dynamic uid lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
-	return f, nil
+	return &lockFile{fd}, nil
 }
 
 // retryStuck frees the stuck uids whose processes are gone.
@@ -287,13 +295,25 @@ func removeSysVIPC(uid uint32) {
 // removeOwned removes the entries of dir that uid owns (POSIX shared
 // memory and message queues).
 func removeOwned(dir string, uid uint32) {
-	ents, err := os.ReadDir(dir)
+	// Raw system calls: os.ReadDir would add an fcntl and a refused
+	// epoll registration, at every request.
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
+	var names []string
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err != nil || n <= 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+	unix.Close(fd)
+	for _, name := range names {
 		var st unix.Stat_t
-		path := filepath.Join(dir, e.Name())
+		path := filepath.Join(dir, name)
 		if unix.Lstat(path, &st) == nil && st.Uid == uid {
 			os.RemoveAll(path)
 		}

@@ -24,6 +24,7 @@
 #                 the table shows medians
 #   SERVER_ARGS   more server flags, e.g. a policy without the output caps
 #                 that flood and echo exceed (split at spaces)
+#   NGINX_N       requests of each nginx run (default 2000; 0 = no nginx rows)
 #   SOCKEXEC_BIN  the C sockexec to measure side by side (built with
 #                 ../shared/sockexec/build.sh); its rows and the
 #                 sockwarden/sockexec ratios are added to the table. It runs
@@ -42,7 +43,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d /tmp/swbench.XXXXXX)
 server_pid=
 cleanup() {
-	for p in $server_pid ${ex_pid:-} ${se_pid:-}; do
+	for p in ${nginx_pids:-} $server_pid ${ex_pid:-} ${se_pid:-}; do
 		kill -TERM "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
 	done
@@ -212,6 +213,56 @@ for _ in $(seq "$repeat"); do
 		runas_now=()
 	done
 done
+# Through real nginx: its workers (www-data) run /bin/true the way
+# lua-resty-exec reads a reply (examples/nginx/nginx.conf's /eos: 200 only
+# if the end of stream came within 1 ms of the final pair), driven by ab,
+# one nginx for sockwarden (the example policy's server) and one for
+# sockexec.
+nginx_pids=
+nginx_url() { # SOCKET NAME: starts an nginx for SOCKET; url= its /eos URL
+	local prefix=$tmp/nginx-$2 port
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	mkdir -p "$prefix/logs" "$prefix/tmp"
+	sed -e "s|\${NGINX_USER}|www-data|g" -e "s|\${NGINX_PREFIX}|$prefix|g" -e "s|\${NGINX_PORT}|$port|g" \
+		-e "s|\${SOCKWARDEN_SOCKET}|$1|g" -e "s|\${LUA_DIR}|$root/examples/nginx/lua|g" \
+		"$root/examples/nginx/nginx.conf" >"$prefix/nginx.conf"
+	nginx -p "$prefix/" -c "$prefix/nginx.conf" -g "daemon off;" >"$prefix/out.log" 2>&1 &
+	nginx_pids="$nginx_pids $!"
+	for _ in $(seq 100); do
+		curl -fsS "http://127.0.0.1:$port/eos" >/dev/null 2>&1 && break
+		sleep 0.05
+	done
+	url="http://127.0.0.1:$port/eos"
+}
+# ab_run NAME URL C: one ab run; "rps=R failed=F" appended to $tmp/NAME.
+ab_run() {
+	local out rps failed non2xx
+	out=$(timeout "$run_timeout" ab -q -n "$nginx_n" -c "$3" "$2" 2>&1) || true
+	rps=$(sed -n 's/^Requests per second: *\([0-9.]*\).*/\1/p' <<<"$out")
+	failed=$(sed -n 's/^Failed requests: *\([0-9]*\).*/\1/p' <<<"$out")
+	non2xx=$(sed -n 's/^Non-2xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
+	echo "workload=nginx c=$3 rps=${rps:-0} errors=$(( ${failed:-$nginx_n} + ${non2xx:-0} ))" | tee -a "$tmp/$1"
+}
+nginx_n=${NGINX_N:-2000}
+sw_url= se_url=
+if [ "$nginx_n" != 0 ] && [ -n "$ex_sock" ] && command -v nginx >/dev/null && command -v ab >/dev/null &&
+	[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
+	nginx_url "$ex_sock" sockwarden
+	sw_url=$url
+	if [ -n "$se_sock" ]; then
+		nginx_url "$se_sock" sockexec
+		se_url=$url
+	fi
+	for _ in $(seq "$repeat"); do
+		for c in 1 8; do
+			ab_run nginx$c "$sw_url" "$c"
+			[ -n "$se_url" ] && ab_run nginx_sockexec$c "$se_url" "$c"
+		done
+	done
+elif [ "$nginx_n" != 0 ]; then
+	echo "bench.sh: no nginx rows: they need nginx with its Lua module, ab (apache2-utils), and the example-policy server" >&2
+fi
+
 bench flood flood -socket "$sock" -pid "$server_pid" -size 1GiB
 bench echo echo -socket "$sock" -pid "$server_pid" -size 512MiB
 if [ -n "$se_sock" ]; then
@@ -242,6 +293,11 @@ row "spawn c=1 p50 (ms)" "$(get baseline1 p50_ms)" "$(se sockexec1 p50_ms)" "$(g
 row "spawn c=1 server CPU (us/req)" "" "$(se sockexec1 server_cpu_us)" "$(get spawn1 server_cpu_us)"
 row "spawn c=64 p99 (ms)" "$(get baseline64 p99_ms)" "$(se sockexec64 p99_ms)" "$(get spawn64 p99_ms)"
 row "spawn c=64 errors (total)" "$(total baseline64 errors)" "$([ -n "$se_sock" ] && total sockexec64 errors || echo -)" "$(total spawn64 errors)"
+if [ -n "$sw_url" ]; then
+	row "nginx /eos c=1 (req/s)" "" "$([ -n "$se_url" ] && get nginx_sockexec1 rps || echo -)" "$(get nginx1 rps)"
+	row "nginx /eos c=8 (req/s)" "" "$([ -n "$se_url" ] && get nginx_sockexec8 rps || echo -)" "$(get nginx8 rps)"
+	row "nginx /eos c=8 failed (total)" "" "$([ -n "$se_url" ] && total nginx_sockexec8 errors || echo -)" "$(total nginx8 errors)"
+fi
 row "flood (MiB/s)" "" "$(se sockexec_flood mib_s)" "$(get flood mib_s)"
 row "echo (MiB/s, byte-exact)" "" "$(se sockexec_echo mib_s)" "$(get echo mib_s)"
 row "idle $(get idle k) conns (KiB/conn)" "" "" "$(get idle kib_per_conn)"
@@ -251,6 +307,7 @@ if [ -n "$se_sock" ] && [ "$(total sockexec_echo errors)" != 0 ]; then
 fi
 runs="idle baseline8 spawn8 baseline1 spawn1 baseline64 spawn64 flood echo"
 [ -n "$se_sock" ] && runs="$runs sockexec8 sockexec1 sockexec64 sockexec_flood"
+[ -n "$sw_url" ] && runs="$runs nginx1 nginx8"
 for r in $runs; do
 	e=$(total "$r" errors)
 	if [ "$e" != 0 ]; then

@@ -14,7 +14,8 @@ set -euo pipefail
 # prometheus: the metrics test scrapes a server with a real Prometheus
 # (started by the test on a loopback port; the package's service is not
 # started).
-packages=(make gcc pkg-config libseccomp-dev coreutils nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua5.1 lua-socket prometheus rsyslog)
+# apache2-utils: ab, which make bench (scripts/bench.sh) drives nginx with.
+packages=(make gcc pkg-config libseccomp-dev coreutils nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua5.1 lua-socket prometheus rsyslog apache2-utils)
 
 missing=()
 for p in "${packages[@]}"; do
