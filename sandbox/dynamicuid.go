@@ -61,8 +61,8 @@ var ErrNoDynamicUID = errors.New("sandbox: every dynamic uid is in use")
 type uidPool struct {
 	mu    sync.Mutex
 	r     UIDRange
-	dir   string              // lock files
-	free  []uint32            // least recently released first
+	dir   string               // lock files
+	free  []uint32             // least recently released first
 	busy  map[uint32]*lockFile // in use, with its lock
 	stuck map[uint32]*lockFile // processes of the uid outlived their request (with its lock, if ours)
 }
