@@ -382,10 +382,9 @@ func (s *Spawner) startSpec(spec *Spec) (*Process, error) {
 	}
 	if len(spec.Rlimits) > 0 && !s.sysResource {
 		for _, r := range spec.Rlimits {
-			var cur unix.Rlimit
-			if unix.Getrlimit(r.Resource, &cur) == nil && r.Max > cur.Max {
+			if limit, ok := s.hardLimit(r.Resource); ok && r.Max > limit {
 				return nil, fmt.Errorf("sandbox: rlimit %s: raising the hard limit from %d to %d needs CAP_SYS_RESOURCE",
-					RlimitName(r.Resource), cur.Max, r.Max)
+					RlimitName(r.Resource), limit, r.Max)
 			}
 		}
 	}

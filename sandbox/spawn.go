@@ -90,8 +90,7 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, filters []seccomp.
 	for _, r := range spec.Rlimits {
 		arg := rlimitArg{resource: uintptr(r.Resource), lim: unix.Rlimit{Cur: r.Cur, Max: r.Max}}
 		p.rlimits = append(p.rlimits, arg)
-		var cur unix.Rlimit
-		if unix.Getrlimit(r.Resource, &cur) == nil && r.Max > cur.Max {
+		if limit, ok := s.hardLimit(r.Resource); ok && r.Max > limit {
 			p.raise = append(p.raise, arg)
 		}
 		haveNofile = haveNofile || r.Resource == unix.RLIMIT_NOFILE

@@ -51,6 +51,10 @@ type Spawner struct {
 	// the file the path named a moment ago, which grants nothing on the
 	// new one. A path that does not exist is cached as such.
 	pathIDs *ttlcache.Cache[string, pathID]
+	// hardLimits caches the server's own hard rlimits for a second:
+	// every spec with rlimits compares its limits with them (two
+	// getrlimit calls per limit per request otherwise).
+	hardLimits *ttlcache.Cache[int, hardLimit]
 
 	// Probed by New.
 	sysResource      bool         // CAP_SYS_RESOURCE in the effective set
@@ -131,6 +135,7 @@ func New(o Options) (*Spawner, error) {
 	s := &Spawner{
 		rulesets:         rulesetCache{entries: map[string]*rulesetEntry{}},
 		pathIDs:          ttlcache.New[string, pathID](pathIDTTL, 1024),
+		hardLimits:       ttlcache.New[int, hardLimit](time.Second, 64),
 		sysResource:      hasSysResource(),
 		closeRange:       haveCloseRange(),
 		startNofile:      probeStartNofile(),
@@ -315,4 +320,22 @@ func probeStartNofile() *unix.Rlimit {
 		return nil
 	}
 	return orig
+}
+
+// hardLimit returns the server's own hard limit of resource (read at
+// most once a second), and false when it cannot be read.
+func (s *Spawner) hardLimit(resource int) (uint64, bool) {
+	v := s.hardLimits.Get(resource, func() hardLimit {
+		var cur unix.Rlimit
+		err := unix.Getrlimit(resource, &cur)
+		return hardLimit{cur.Max, err == nil}
+	})
+	return v.max, v.ok
+}
+
+// hardLimit is a cached hard rlimit; ok is false when it could not be
+// read.
+type hardLimit struct {
+	max uint64
+	ok  bool
 }
