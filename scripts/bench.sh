@@ -107,6 +107,14 @@ done
 [ -S "$sock" ] || { echo "bench.sh: the server did not create $sock" >&2; exit 1; }
 
 failed=0
+# wait_socket PATH: waits up to 5 s for a server's socket to appear.
+wait_socket() {
+	for _ in $(seq 100); do
+		[ -S "$1" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
 # The server as the target has it: examples/policy, the client as
 # www-data, whose "true" runs in the web profile (as nobody, with rlimits,
 # Landlock with TCP restricted, the MPTCP filter, umask), audit to a file.
@@ -132,11 +140,7 @@ EOF
 	# shellcheck disable=SC2086 # SERVER_ARGS is split into flags on purpose
 	"$bin" -c "$tmp/example.toml" ${SERVER_ARGS:-} "$tmp/example.sock" >"$tmp/example.log" 2>&1 &
 	ex_pid=$!
-	for _ in $(seq 100); do
-		[ -S "$tmp/example.sock" ] && break
-		sleep 0.05
-	done
-	if [ -S "$tmp/example.sock" ]; then
+	if wait_socket "$tmp/example.sock"; then
 		ex_sock=$tmp/example.sock
 		runas=(setpriv --reuid=www-data --regid=www-data --clear-groups)
 	else
@@ -157,11 +161,7 @@ se_pid=
 if [ -n "${SOCKEXEC_BIN:-}" ]; then
 	"$SOCKEXEC_BIN" -M 0666 -m 200 -t 300 "$tmp/sockexec.sock" >"$tmp/sockexec.log" 2>&1 &
 	se_pid=$!
-	for _ in $(seq 100); do
-		[ -S "$tmp/sockexec.sock" ] && break
-		sleep 0.05
-	done
-	if [ -S "$tmp/sockexec.sock" ]; then
+	if wait_socket "$tmp/sockexec.sock"; then
 		se_sock=$tmp/sockexec.sock
 	else
 		echo "bench.sh: $SOCKEXEC_BIN did not start; no sockexec rows:" >&2

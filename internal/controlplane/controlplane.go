@@ -105,6 +105,7 @@ type Agent struct {
 	// path; done is closed when it has handed the last one.
 	entries chan *server.Info
 	done    chan struct{}
+	handing bool // the goroutine runs (Start to Stop)
 	dropped prometheus.Counter
 	warned  atomic.Bool // the drop was logged
 }
@@ -226,6 +227,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("opa plugins: %w", err)
 	}
 	if a.entries != nil {
+		a.handing = true
 		go a.handEntries()
 	}
 	return nil
@@ -245,7 +247,8 @@ func (a *Agent) handEntries() {
 // queued and buffered are sent first. LogDecision must not be called
 // during or after Stop.
 func (a *Agent) Stop(ctx context.Context) {
-	if a.entries != nil {
+	if a.handing {
+		a.handing = false
 		close(a.entries)
 		select {
 		case <-a.done:
