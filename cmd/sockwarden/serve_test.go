@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,5 +88,37 @@ func TestPrintConfig(t *testing.T) {
 	}
 	if c.Server.MaxConns != 42 || c.Server.Timeout != 0 || c.Server.Socket != "/run/x.sock" {
 		t.Errorf("printed %+v", c.Server)
+	}
+}
+
+// TestGOMAXPROCS: the server runs its Go code on half the CPUs (at least
+// one) and says so, unless GOMAXPROCS is set in its environment.
+func TestGOMAXPROCS(t *testing.T) {
+	t.Parallel()
+	// What the runtime would use (it follows the cgroup's CPU limit).
+	procs := runtime.GOMAXPROCS(0)
+	if os.Getenv("GOMAXPROCS") != "" {
+		procs = runtime.NumCPU()
+	}
+	for _, c := range []struct {
+		env  string
+		want int
+	}{
+		{"", max(1, procs/2)},
+		{"3", 3},
+	} {
+		sock := filepath.Join(shortTempDir(t), "s.sock")
+		cmd := exec.Command(binary(t), sock)
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+c.env)
+		if c.env == "" {
+			cmd.Env = slices.DeleteFunc(slices.Clone(os.Environ()), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
+		}
+		ts := startServerCmd(t, sock, cmd)
+		want := fmt.Sprintf(`"gomaxprocs":%d`, c.want)
+		for deadline := time.Now().Add(10 * time.Second); !ts.logHas(want); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("GOMAXPROCS=%q: no %s in the serving line:\n%s", c.env, want, ts.logs.String())
+			}
+		}
 	}
 }
