@@ -98,7 +98,7 @@ func parseServeArgs(name string, args []string, stderr io.Writer) (*config.Confi
 	fs.StringVar(&o.signingAlg, "signing-alg", "", "`algorithm` the bundles are signed with (default RS256)")
 	fs.Float64Var(&o.killTimeout, "k", time.Duration(def.Server.KillTimeout).Seconds(), "seconds between SIGTERM and SIGKILL when a program is killed")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [--verification-key file] [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [--cgroups auto|required|off] [/path/to/socket]\n\n", name)
+		fmt.Fprintf(stderr, "Usage: %s [-v] [-d] [-c config.toml] [-p policy]... [--verification-key file] [--opa-config file] [-q backlog] [-M mode] [-m max-conns] [-t secs] [-k secs] [--cgroups auto|required|off] [/path/to/socket]\n\n", name)
 		if name == "sockwarden config" {
 			fmt.Fprintf(stderr, "Prints the configuration a server started with the same flags would use\n")
 			fmt.Fprintf(stderr, "(the defaults, then the -c file, then the flags given) as TOML, and checks it.\n")
