@@ -815,6 +815,7 @@ func (cg *Cgroup) Discard() {
 	drained := drainEvents(cg.events, cgroupDrainTimeout)
 	cg.close()
 	if !drained {
+		cg.slot.closeFDs()
 		cg.pool.linger.add(cg.path)
 		return
 	}
@@ -878,7 +879,11 @@ func (cg *Cgroup) Finish() Stats {
 	if !cg.empty {
 		st.Lingering = !drainEvents(cg.events, cgroupDrainTimeout)
 	}
-	now := readCumulative(cg.dirfd, cg.memory)
+	cpuStat := -1
+	if cg.slot != nil && cg.slot.fdsOpen {
+		cpuStat = cg.slot.cpuStat
+	}
+	now := readCumulative(cg.dirfd, cpuStat, cg.memory)
 	d := now.since(cg.base)
 	if cg.slot != nil {
 		// Empty now (or lingering, in which case it is not reused).

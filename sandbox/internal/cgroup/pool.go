@@ -113,6 +113,47 @@ type cgSlot struct {
 	limits map[string]string
 	// the directory's mode and owner as made
 	mode, uid, gid uint32
+	// dirfd, events and cpuStat are descriptors of the directory, its
+	// cgroup.events and its cpu.stat, opened by the first hand-out and
+	// kept while the slot serves and waits in the pool (fdsOpen), so
+	// that a hand-out opens nothing and the statistics are one pread:
+	// seven system calls less per request. They are closed when the
+	// slot leaves the pool for good (closeFDs).
+	dirfd, events, cpuStat int
+	fdsOpen                bool
+}
+
+// openFDs opens the slot's descriptors (cpuStat is -1 where the kernel
+// has no cpu.stat).
+func (sl *cgSlot) openFDs() error {
+	fd, err := unix.Open(sl.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	events, err := unix.Openat(fd, "cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("opening cgroup.events: %w", err)
+	}
+	cpuStat, err := unix.Openat(fd, "cpu.stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		cpuStat = -1
+	}
+	sl.dirfd, sl.events, sl.cpuStat, sl.fdsOpen = fd, events, cpuStat, true
+	return nil
+}
+
+// closeFDs closes the slot's descriptors, if open.
+func (sl *cgSlot) closeFDs() {
+	if sl == nil || !sl.fdsOpen {
+		return
+	}
+	for _, fd := range []int{sl.cpuStat, sl.events, sl.dirfd} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	sl.fdsOpen = false
 }
 
 // doomedCgroup is a cgroup to remove in the background.
@@ -167,6 +208,7 @@ func (p *cgPool) retire() {
 	defer p.mu.Unlock()
 	p.retired = true
 	for _, sl := range p.idle {
+		sl.closeFDs()
 		p.doomed = append(p.doomed, doomedCgroup{sl.path})
 	}
 	clear(p.idle)
@@ -203,6 +245,7 @@ func (p *cgPool) put(sl *cgSlot, reuse bool) {
 		p.idle = append(p.idle, sl)
 		return
 	}
+	sl.closeFDs()
 	p.doomed = append(p.doomed, doomedCgroup{sl.path})
 	p.kickLocked()
 }
@@ -325,16 +368,13 @@ func (p *cgPool) acquire() (*Cgroup, error) {
 // open prepares sl for a request: checks that it is empty, reads the
 // cumulative statistics to subtract and resets the memory peak.
 func (p *cgPool) open(sl *cgSlot) (*Cgroup, error) {
-	fd, err := unix.Open(sl.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
+	if !sl.fdsOpen {
+		if err := sl.openFDs(); err != nil {
+			return nil, err
+		}
 	}
-	cg := &Cgroup{path: sl.path, dirfd: fd, events: -1, peak: -1, memory: p.memory, pids: p.pids, pool: p, slot: sl}
-	if cg.events, err = unix.Openat(fd, "cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
-		cg.events = -1
-		cg.close()
-		return nil, fmt.Errorf("opening cgroup.events: %w", err)
-	}
+	fd := sl.dirfd
+	cg := &Cgroup{path: sl.path, dirfd: fd, events: sl.events, peak: -1, memory: p.memory, pids: p.pids, pool: p, slot: sl}
 	populated, frozen, err := readEvents(cg.events)
 	if err == nil && (populated || frozen) {
 		err = errCgroupBusy
@@ -348,7 +388,7 @@ func (p *cgPool) open(sl *cgSlot) (*Cgroup, error) {
 		if sl.haveLast {
 			cg.base = sl.last
 		} else {
-			cg.base = readCumulative(fd, p.memory)
+			cg.base = readCumulative(fd, sl.cpuStat, p.memory)
 		}
 	}
 	if p.memory {
@@ -459,9 +499,15 @@ func (cg *Cgroup) unused() {
 	cg.pool.put(cg.slot, true)
 }
 
-// close closes the cgroup's descriptors.
+// close closes the request's descriptors; those of its slot stay open
+// with the slot (see cgSlot), and are the slot's to close.
 func (cg *Cgroup) close() {
-	for _, fd := range []*int{&cg.peak, &cg.events, &cg.dirfd} {
+	fds := []*int{&cg.peak, &cg.events, &cg.dirfd}
+	if cg.slot != nil && cg.slot.fdsOpen {
+		fds = fds[:1]
+		cg.events, cg.dirfd = -1, -1
+	}
+	for _, fd := range fds {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1
@@ -481,11 +527,15 @@ func (c cgCumulative) since(base cgCumulative) cgCumulative {
 }
 
 // readCumulative reads the cumulative statistics of the cgroup dirfd
-// (memory.events only with the memory controller); missing files read
-// as 0.
-func readCumulative(dirfd int, memory bool) cgCumulative {
+// (memory.events only with the memory controller), cpu.stat through
+// cpuStat when it is open (>= 0); missing files read as 0.
+func readCumulative(dirfd, cpuStat int, memory bool) cgCumulative {
 	var c cgCumulative
-	if b, err := readAt(dirfd, "cpu.stat"); err == nil {
+	if cpuStat >= 0 {
+		if b, err := preadAll(cpuStat); err == nil {
+			c.cpuUsec = keyedValue(b, "usage_usec")
+		}
+	} else if b, err := readAt(dirfd, "cpu.stat"); err == nil {
 		c.cpuUsec = keyedValue(b, "usage_usec")
 	}
 	if memory {
@@ -586,6 +636,7 @@ func (cg *Cgroup) left(pidsPeak int64) cgLeft {
 func (cg *Cgroup) release(drained bool, pidsPeak int64) {
 	if !drained {
 		cg.close()
+		cg.slot.closeFDs()
 		cg.pool.linger.add(cg.path)
 		return
 	}
@@ -654,7 +705,8 @@ func (m *Manager) Lingering() int {
 	return n
 }
 
-// PoolMax is how many idle cgroups a pool keeps at most by default.
+// PoolMax is how many idle cgroups a pool keeps at most by default,
+// each holding three descriptors (see cgSlot).
 const PoolMax = cgPoolMax
 
 // Prefix starts the name of every request cgroup: req-<server pid>-<n>.
@@ -690,4 +742,26 @@ func DirOf(procCgroup string) (string, error) {
 		return "", err
 	}
 	return l.own, nil
+}
+
+// preadAll reads the whole of the open file fd from its start (a
+// cgroup's flat-keyed file: small).
+func preadAll(fd int) ([]byte, error) {
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
+		}
+		n, err := unix.Pread(fd, b[len(b):cap(b)], int64(len(b)))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
 }
