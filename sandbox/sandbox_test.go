@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockwarden/sockwarden/internal/testutil/fdcount"
 	"github.com/sockwarden/sockwarden/sandbox/internal/cgroup"
 )
 
@@ -745,20 +745,12 @@ func TestNoLeaks(t *testing.T) {
 	// Not parallel: it counts the process's descriptors and goroutines.
 	needRoot(t)
 	// The descriptors a pooled request cgroup keeps while it waits for
-	// the next request (its directory, cgroup.events and cpu.stat) are
-	// counted apart: the pool is bounded, and may grow under the load.
-	pooled := regexp.MustCompile(`/req-[0-9]+-[0-9]+(/(cgroup\.events|cpu\.stat))?$`)
+	// the next request are counted apart: the pool is bounded, and may
+	// grow under the load.
 	countFDs := func() (n, inPool int) {
-		ents, err := os.ReadDir("/proc/self/fd")
+		n, inPool, err := fdcount.Count(0)
 		if err != nil {
 			t.Fatal(err)
-		}
-		for _, e := range ents {
-			if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && pooled.MatchString(target) {
-				inPool++
-				continue
-			}
-			n++
 		}
 		return n, inPool
 	}

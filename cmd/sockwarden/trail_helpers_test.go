@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/sockwarden/sockwarden/audit"
 	"github.com/sockwarden/sockwarden/audit/audittest"
+	"github.com/sockwarden/sockwarden/internal/testutil/fdcount"
 	"github.com/sockwarden/sockwarden/netstring"
 )
 
@@ -233,26 +233,12 @@ func procStatus(pid int, field string) int64 {
 	return -1
 }
 
-// pooledCgroupFD matches the descriptors an idle pooled request cgroup
-// keeps for the next request (its directory, cgroup.events and
-// cpu.stat): at most 3 x cgroup.PoolMax, and the pool may grow under a
-// load, so leak checks leave them out.
-var pooledCgroupFD = regexp.MustCompile(`/req-[0-9]+-[0-9]+(/(cgroup\.events|cpu\.stat))?$`)
-
-// openFDs returns how many descriptors pid has open, those of pooled
-// cgroups aside.
+// openFDs returns how many descriptors pid has open, those the cgroup
+// pool keeps aside (see fdcount); -1 when they cannot be read.
 func openFDs(pid int) int {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-	es, err := os.ReadDir(dir)
+	n, _, err := fdcount.Count(pid)
 	if err != nil {
 		return -1
-	}
-	n := 0
-	for _, e := range es {
-		if target, err := os.Readlink(dir + e.Name()); err == nil && pooledCgroupFD.MatchString(target) {
-			continue
-		}
-		n++
 	}
 	return n
 }
