@@ -45,7 +45,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzConn$$' -fuzztime $(FUZZ_CONN) ./server
 
 # Performance: the Go benchmarks of the hot pieces, then the load tool's
-# standard set against a fresh server, with ratios to the bare spawn loop.
+# standard set against a fresh server, with ratios to the bare spawn loop;
+# with SOCKEXEC_BIN=/path/to/sockexec, the C sockexec side by side (and
+# nginx rows where nginx, its Lua module and ab are installed).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 5 ./netstring ./policy ./audit ./server | tee bench-go.txt
 	$(GO) test -run '^$$' -bench Spawn -benchtime 1s -count 3 ./sandbox | tee -a bench-go.txt
