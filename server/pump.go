@@ -271,6 +271,8 @@ type outPump struct {
 	max     int64
 	wg      *sync.WaitGroup
 	forward bool
+	bulk    bool       // a read filled its buffer: splice (splice.go)
+	fp      *framePipe // the pipe frames are spliced through; nil until then
 
 	mu    sync.Mutex
 	state pumpState
@@ -326,7 +328,10 @@ func (o *outPump) pump() {
 				renewed = now
 			}
 		}
-		bp, n, err := readPooled(o.r, o.raw)
+		bp, n, spliced, err := o.read()
+		if spliced > 0 {
+			o.st.bytes.Add(int64(spliced))
+		}
 		if n > 0 && o.forward {
 			if o.max > 0 {
 				if total := cn.outBytes.Add(int64(n)); total > o.max {
@@ -378,7 +383,17 @@ func (o *outPump) park() bool {
 	return true
 }
 
+// closeFramePipe closes the pump's frame pipe, if any; only the pump's
+// own goroutine, or close while it is parked, calls it.
+func (o *outPump) closeFramePipe() {
+	if o.fp != nil {
+		o.fp.close()
+		o.fp = nil
+	}
+}
+
 func (o *outPump) finish() {
+	o.closeFramePipe()
 	o.mu.Lock()
 	o.state = pumpDone
 	reg := o.reg
@@ -399,6 +414,7 @@ func (o *outPump) close() {
 	o.mu.Unlock()
 	if parked {
 		o.reg.remove()
+		o.closeFramePipe()
 		o.wg.Done()
 	}
 	o.r.Close()

@@ -374,17 +374,23 @@ func inputError(err error, off int64) error {
 	return err
 }
 
-// readPooled reads from r into a pooled buffer at offset frameHead.
-func readPooled(r io.Reader, raw syscall.RawConn) (*[]byte, int, error) {
-	if raw == nil {
-		bp := outBufs.Get().(*[]byte)
-		n, err := r.Read((*bp)[frameHead : frameHead+outBufSize])
-		return bp, n, err
+// read reads the child's output into a pooled buffer at offset
+// frameHead (bp, n), waiting for readiness before it takes the buffer, so
+// a blocked read holds none. A pump that streams splices instead (see
+// splice.go): then spliced bytes went to the client and bp is nil.
+func (o *outPump) read() (bp *[]byte, n, spliced int, err error) {
+	if o.raw == nil {
+		bp = outBufs.Get().(*[]byte)
+		n, err = o.r.Read((*bp)[frameHead : frameHead+outBufSize])
+		return bp, n, 0, err
 	}
-	var bp *[]byte
-	var n int
-	var rerr error
-	err := raw.Read(func(fd uintptr) bool {
+	var rerr, serr error
+	err = o.raw.Read(func(fd uintptr) bool {
+		if o.bulk && o.forward {
+			if spliced, serr = o.splice(int(fd)); spliced > 0 || serr != nil {
+				return true
+			}
+		}
 		if bp == nil {
 			bp = outBufs.Get().(*[]byte)
 		}
@@ -400,14 +406,70 @@ func readPooled(r io.Reader, raw syscall.RawConn) (*[]byte, int, error) {
 		return true
 	})
 	switch {
+	case serr != nil:
+		o.forward = false // keep draining so the child never blocks on us
+		if !errors.Is(serr, errSpoolFull) {
+			o.cn.log.Debug("writing to the client failed", "err", serr)
+			o.cn.r.event(evWriteFail)
+		}
+		return nil, 0, 0, nil
+	case spliced > 0:
+		return nil, 0, spliced, nil
 	case err != nil:
-		return bp, 0, err
+		return bp, 0, 0, err
 	case rerr != nil:
-		return bp, 0, rerr
+		return bp, 0, 0, rerr
 	case n == 0:
-		return bp, 0, io.EOF
+		return bp, 0, 0, io.EOF
+	case n == outBufSize:
+		o.bulk = true // a stream: splice what the pipe holds from now on
 	}
-	return bp, n, nil
+	return bp, n, 0, nil
+}
+
+// splice sends what the pipe fd holds to the client as one frame, when
+// that is at least spliceMin and within the output cap. It reports how
+// many bytes it sent (0 for none: the read path goes on), or the
+// connection's write error once the frame had begun.
+func (o *outPump) splice(fd int) (int, error) {
+	avail, err := pipeHolds(fd)
+	if err != nil || avail < spliceMin {
+		return 0, nil
+	}
+	cn := o.cn
+	if o.max > 0 {
+		// Counted before it is sent, and only if all of it is within
+		// the cap: the read path truncates at the cap.
+		for {
+			cur := cn.outBytes.Load()
+			if cur+int64(avail) > o.max {
+				return 0, nil
+			}
+			if cn.outBytes.CompareAndSwap(cur, cur+int64(avail)) {
+				break
+			}
+		}
+	} else {
+		cn.outBytes.Add(int64(avail))
+	}
+	if o.fp == nil {
+		if o.fp, err = newFramePipe(); err != nil {
+			cn.outBytes.Add(-int64(avail))
+			o.bulk = false // the read path it is
+			return 0, nil
+		}
+	}
+	switch err := cn.spliceFrame(o.fp, o.typ, fd, avail); err {
+	case nil:
+		cn.s.spliced.Add(1)
+		return avail, nil
+	case errNoSplice:
+		cn.outBytes.Add(-int64(avail))
+		return 0, nil
+	default:
+		o.closeFramePipe() // it may hold part of the frame
+		return 0, err
+	}
 }
 
 // writeFrame sends buf[frameHead:frameHead+n] as one "type, data" pair in

@@ -200,6 +200,7 @@ type Server struct {
 	busyLingers atomic.Int64 // refused connections draining late input
 	rejected    atomic.Int64 // connections closed over the limit
 	served      atomic.Int64 // requests completed
+	spliced     atomic.Int64 // output frames sent with splice (splice.go)
 }
 
 // New returns a server with the given configuration. It fails when the
