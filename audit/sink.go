@@ -98,6 +98,7 @@ type FileOptions struct {
 type FileSink struct {
 	path string
 	opts FileOptions
+	root bool // the server is root: it may use the reserved blocks
 
 	mu     sync.Mutex
 	f      *os.File
@@ -118,7 +119,7 @@ func OpenFile(path string, opts FileOptions) (*FileSink, error) {
 	if opts.MinFree <= 0 {
 		opts.MinFree = 64 << 10
 	}
-	s := &FileSink{path: path, opts: opts}
+	s := &FileSink{path: path, opts: opts, root: os.Geteuid() == 0}
 	f, err := s.open()
 	if err != nil {
 		return nil, err
@@ -281,7 +282,7 @@ func (s *FileSink) Probe() error {
 		return fmt.Errorf("statfs %s: %w", s.path, err)
 	}
 	free := fs.Bavail
-	if os.Geteuid() == 0 {
+	if s.root {
 		free = fs.Bfree // root may use the reserved blocks
 	}
 	if int64(free)*int64(fs.Bsize) < s.opts.MinFree {

@@ -94,9 +94,10 @@ type conn struct {
 	argvShown []string
 	pid       int
 
-	wmu  sync.Mutex // serializes writes to c
-	werr error      // first write error, under wmu
-	out  spooler    // output waiting for the client (spool.go), under wmu
+	wmu    sync.Mutex // serializes writes to c
+	werr   error      // first write error, under wmu
+	shutWR bool       // writeFinal sent the reply and shut the write side
+	out    spooler    // output waiting for the client (spool.go), under wmu
 
 	clientSending atomic.Bool // the client has not ended its stdin yet
 	bufferFull    atomic.Bool // the output spool reached Config.OutputBuffer
@@ -108,6 +109,8 @@ type conn struct {
 	stdinBytes    atomic.Int64 // forwarded to the child
 	stdinTrunc    atomic.Bool
 	released      atomic.Bool // the connection's slot was given back
+	cred          peer.Peer   // the kernel's record of the caller, read at accept
+	credErr       error       // why it could not be read
 	quotaUID      uint32      // the caller whose quota this connection counts in
 	inQuota       bool        // counted (the caller's credentials were read)
 	quotaKey      string      // the decision quota key it holds, guarded by mu
@@ -171,7 +174,8 @@ func (cn *conn) end() {
 // start reads, judges and answers the request, or starts its program and
 // hands the connection over to run: then it reports true.
 func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
-	p, err := peer.FromConn(cn.c)
+	// The credentials were read at accept, for the caller's quota.
+	p, err := cn.cred, cn.credErr
 	if err != nil {
 		cn.log.Error("closing connection", "request_id", cn.id, "err", err)
 		return false
@@ -304,7 +308,9 @@ func (cn *conn) linger(drain func()) {
 	// connects again must find it free (writeFinal gave it back already
 	// after a reply).
 	cn.release()
-	cn.c.CloseWrite()
+	if !cn.shutWR { // writeFinal has shut it already
+		cn.c.CloseWrite()
+	}
 	cn.setState(StateLingering)
 	d := cn.s.cfg.Linger
 	if cn.s.lingering.Add(1) > int64(cn.lim.MaxConns) {
@@ -394,6 +400,7 @@ func (cn *conn) writeFinal(b []byte) error {
 		werr = cerr
 	}
 	cn.werr = werr
+	cn.shutWR = werr == nil
 	return werr
 }
 

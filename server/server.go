@@ -368,6 +368,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		}
 		s.active.Add(1)
 		cn := newConn(s, c)
+		cn.cred, cn.credErr = p, perr
 		cn.quotaUID, cn.inQuota = p.UID, perr == nil
 		s.mu.Lock()
 		s.conns[cn] = struct{}{}

@@ -745,7 +745,9 @@ func DirOf(procCgroup string) (string, error) {
 }
 
 // preadAll reads the whole of the open file fd from its start (a
-// cgroup's flat-keyed file: small).
+// cgroup's flat-keyed file: small). A cgroup file's read is made from
+// one rendering of it, so a read that does not fill the buffer has all of
+// it: no second read for the end of the file.
 func preadAll(fd int) ([]byte, error) {
 	b := make([]byte, 0, 512)
 	for {
@@ -763,5 +765,8 @@ func preadAll(fd int) ([]byte, error) {
 			return b, nil
 		}
 		b = b[:len(b)+n]
+		if len(b) < cap(b) {
+			return b, nil
+		}
 	}
 }
