@@ -20,7 +20,8 @@
 #   BENCH_CLIENT  the sockwarden binary whose "bench" subcommand drives the load
 #   IDLE_CONNS    connections of the idle run (default 2000)
 #   RUN_TIMEOUT   seconds allowed to each run before it is stopped (default 100)
-#   REPEAT        rounds of the spawn runs, each with its baselines (default 3);
+#   REPEAT        rounds of the spawn runs (each with its baselines), the nginx
+#                 runs and flood and echo (default 3);
 #                 the table shows medians
 #   SERVER_ARGS   more server flags, e.g. a policy without the output caps
 #                 that flood and echo exceed (split at spaces)
@@ -266,15 +267,19 @@ elif [ "$nginx_n" != 0 ]; then
 	echo "bench.sh: no nginx rows: they need nginx with its Lua module, ab (apache2-utils), and the example-policy server" >&2
 fi
 
-bench flood flood -socket "$sock" -pid "$server_pid" -size 1GiB
-bench echo echo -socket "$sock" -pid "$server_pid" -size 512MiB
-if [ -n "$se_sock" ]; then
-	bench sockexec_flood flood -socket "$se_sock" -pid "$se_pid" -size 1GiB
-	# sockexec corrupts large echoes (its reply interleaves): counted,
-	# not fatal to the run.
-	timeout "$run_timeout" "$client" bench echo -socket "$se_sock" -pid "$se_pid" -size 256MiB >>"$tmp/sockexec_echo" 2>"$tmp/sockexec_echo.err" || true
-	tail -n 1 "$tmp/sockexec_echo" 2>/dev/null || true
-fi
+# flood and echo, $repeat interleaved rounds (the first run after the
+# idle one's 2,000 connections is slower: a median, not one run).
+for _ in $(seq "$repeat"); do
+	bench flood flood -socket "$sock" -pid "$server_pid" -size 1GiB
+	bench echo echo -socket "$sock" -pid "$server_pid" -size 512MiB
+	if [ -n "$se_sock" ]; then
+		bench sockexec_flood flood -socket "$se_sock" -pid "$se_pid" -size 1GiB
+		# sockexec corrupts large echoes (its reply interleaves): counted,
+		# not fatal to the run.
+		timeout "$run_timeout" "$client" bench echo -socket "$se_sock" -pid "$se_pid" -size 256MiB >>"$tmp/sockexec_echo" 2>"$tmp/sockexec_echo.err" || true
+		tail -n 1 "$tmp/sockexec_echo" 2>/dev/null || true
+	fi
+done
 
 echo
 if [ -n "$ex_sock" ]; then
@@ -302,6 +307,7 @@ if [ -n "$sw_url" ]; then
 	row "nginx /eos c=8 failed (total)" "" "$([ -n "$se_url" ] && total nginx_sockexec8 errors || echo -)" "$(total nginx8 errors)"
 fi
 row "flood (MiB/s)" "" "$(se sockexec_flood mib_s)" "$(get flood mib_s)"
+row "flood server CPU (s/GiB)" "" "$(se sockexec_flood server_cpu_s)" "$(get flood server_cpu_s)"
 row "echo (MiB/s, byte-exact)" "" "$(se sockexec_echo mib_s)" "$(get echo mib_s)"
 row "idle $(get idle k) conns (KiB/conn)" "" "" "$(get idle kib_per_conn)"
 row "idle $(get idle k) conns (fds/conn)" "" "" "$(get idle fds_per_conn)"

@@ -109,8 +109,6 @@ type conn struct {
 	stdinBytes    atomic.Int64 // forwarded to the child
 	stdinTrunc    atomic.Bool
 	released      atomic.Bool // the connection's slot was given back
-	cred          peer.Peer   // the kernel's record of the caller, read at accept
-	credErr       error       // why it could not be read
 	quotaUID      uint32      // the caller whose quota this connection counts in
 	inQuota       bool        // counted (the caller's credentials were read)
 	quotaKey      string      // the decision quota key it holds, guarded by mu
@@ -174,8 +172,12 @@ func (cn *conn) end() {
 // start reads, judges and answers the request, or starts its program and
 // hands the connection over to run: then it reports true.
 func (cn *conn) start(ctx context.Context, br *bufio.Reader) bool {
-	// The credentials were read at accept, for the caller's quota.
-	p, err := cn.cred, cn.credErr
+	// The credentials were read at accept, for the caller's quota;
+	// read again only if that failed, for the error.
+	p, err := cn.peer, error(nil)
+	if !cn.inQuota {
+		p, err = peer.FromConn(cn.c)
+	}
 	if err != nil {
 		cn.log.Error("closing connection", "request_id", cn.id, "err", err)
 		return false

@@ -436,6 +436,7 @@ func (o *outPump) splice(fd int) (int, error) {
 	if err != nil || avail < spliceMin {
 		return 0, nil
 	}
+	avail = min(avail, spliceMax)
 	cn := o.cn
 	if o.max > 0 {
 		// Counted before it is sent, and only if all of it is within

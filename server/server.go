@@ -368,7 +368,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		}
 		s.active.Add(1)
 		cn := newConn(s, c)
-		cn.cred, cn.credErr = p, perr
+		cn.peer = p // not yet seen by any other goroutine
 		cn.quotaUID, cn.inQuota = p.UID, perr == nil
 		s.mu.Lock()
 		s.conns[cn] = struct{}{}

@@ -16,8 +16,8 @@ import (
 // pages on to the client's socket, and the server copies none of them.
 //
 // A frame's length comes before its data, so the pump asks the child's
-// pipe how much it holds (FIONREAD) and sends exactly that much (nobody
-// else reads the pipe, so it stays there). Each frame is assembled in a
+// pipe how much it holds (FIONREAD) and sends exactly that much, 64 KiB
+// at most (nobody else reads the pipe, so it stays there). Each frame is assembled in a
 // pipe of the pump's own (framePipe): the header written into it, the
 // child's pages spliced after it, the trailer written after them; then
 // the whole frame is spliced to the socket in one call, so the client
@@ -34,6 +34,11 @@ import (
 
 // spliceMin is the least a pipe must hold for its data to be spliced.
 const spliceMin = 16 << 10
+
+// spliceMax bounds a spliced frame: what a default-sized pipe holds. A
+// program that enlarges its pipe does not make the client take bigger
+// pairs.
+const spliceMax = 64 << 10
 
 // framePipeSize is the size asked for a frame pipe: room for a full
 // default-sized child pipe (16 pages) with the header and the trailer in

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"strconv"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockwarden/sockwarden/netstring"
 )
 
 // outputHelper is the first argument that makes the test binary the
@@ -125,7 +128,8 @@ func TestSplicedOutput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
 			before := s.spliced.Load()
-			got := decodeTest(t, roundTrip(t, sock, encode("4", self, outputHelper, tt.mode, strconv.Itoa(size), "")))
+			raw := roundTrip(t, sock, encode("4", self, outputHelper, tt.mode, strconv.Itoa(size), ""))
+			got := decodeTest(t, raw)
 			if got.final != "exitcode:0" {
 				t.Fatalf("final %q, stderr %.200q", got.final, got.stderr)
 			}
@@ -138,12 +142,34 @@ func TestSplicedOutput(t *testing.T) {
 			if !tt.wantStderr && got.stderr != "" {
 				t.Errorf("stderr %.200q", got.stderr)
 			}
+			// The pieces mode's pipe holds up to 1 MiB: pairs stay at
+			// the documented bound all the same.
+			if m := maxPair(t, raw); m > spliceMax {
+				t.Errorf("a pair of %d bytes, more than %d", m, spliceMax)
+			}
 			if n := s.spliced.Load() - before; n == 0 {
 				t.Errorf("no frame was spliced")
 			} else {
 				t.Logf("%d frames spliced", n)
 			}
 		})
+	}
+}
+
+// maxPair returns the size of the largest data netstring of a reply.
+func maxPair(t *testing.T, raw []byte) int {
+	t.Helper()
+	d := netstring.NewDecoder(bytes.NewReader(raw), 1<<30)
+	m := 0
+	for {
+		if _, err := d.Decode(nil); err != nil {
+			return m
+		}
+		data, err := d.Decode(nil)
+		if err != nil {
+			t.Fatalf("reply: %v", err)
+		}
+		m = max(m, len(data))
 	}
 }
 
