@@ -144,7 +144,6 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -229,9 +228,9 @@ type Process struct {
 	// session ID.
 	Pid int
 	// Stdin is the write end of the child's standard input.
-	Stdin io.WriteCloser
+	Stdin *Pipe
 	// Stdout and Stderr are the read ends of the child's output pipes.
-	Stdout, Stderr io.ReadCloser
+	Stdout, Stderr *Pipe
 	// Landlock reports how the spec's Landlock rules were applied (zero
 	// when the spec had none).
 	Landlock LandlockReport
@@ -617,10 +616,10 @@ func waitid(idtype, id int, info *sigchldInfo, options int, ru *syscall.Rusage) 
 
 // stdioPipes makes the child's three pipes. The child's ends stay raw
 // descriptors (blocking, as programs expect; the caller closes them once
-// the child has them); the server's ends are non-blocking files in the
-// runtime's poller. Both are close-on-exec.
-func stdioPipes() (child [3]int, in, out, errp *os.File, err error) {
-	var files [3]*os.File
+// the child has them); the server's ends are non-blocking [Pipe]s, which
+// join the runtime's poller only once used. Both are close-on-exec.
+func stdioPipes() (child [3]int, in, out, errp *Pipe, err error) {
+	var pipes [3]*Pipe
 	for i, name := range [3]string{"stdin", "stdout", "stderr"} {
 		var p [2]int
 		if err = unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -638,18 +637,18 @@ func stdioPipes() (child [3]int, in, out, errp *os.File, err error) {
 			err = fmt.Errorf("sandbox: %s pipe: %w", name, err)
 			break
 		}
-		files[i] = os.NewFile(uintptr(mine), "|"+name)
+		pipes[i] = newPipe(mine, "|"+name)
 	}
 	if err != nil {
-		for i, f := range files {
-			if f != nil {
-				f.Close()
+		for i, p := range pipes {
+			if p != nil {
+				p.Close()
 				unix.Close(child[i])
 			}
 		}
 		return child, nil, nil, nil, err
 	}
-	return child, files[0], files[1], files[2], nil
+	return child, pipes[0], pipes[1], pipes[2], nil
 }
 
 func closeFDs(fds []int) {
@@ -658,7 +657,7 @@ func closeFDs(fds []int) {
 	}
 }
 
-func closeAll(fs ...*os.File) {
+func closeAll(fs ...*Pipe) {
 	for _, f := range fs {
 		f.Close()
 	}

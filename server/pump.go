@@ -264,6 +264,8 @@ func restoreBuf(br *bufio.Reader, r io.Reader) {
 type outPump struct {
 	cn      *conn
 	r       io.ReadCloser
+	c       controller      // r's descriptor without its file (a sandbox.Pipe); nil if none
+	lazy    bool            // parked on c, r's file not made yet
 	raw     syscall.RawConn // nil: not pollable (plain blocking reads)
 	dl      deadliner       // nil: no parking
 	typ     string
@@ -281,13 +283,33 @@ type outPump struct {
 
 func (o *outPump) init(cn *conn, wg *sync.WaitGroup, r io.ReadCloser, typ string, st *streamStats, max int64) {
 	o.cn, o.r, o.typ, o.st, o.max, o.wg, o.forward = cn, r, typ, st, max, wg, true
-	if sc, ok := r.(syscall.Conn); ok {
+	if c, ok := r.(controller); ok {
+		o.c = c // its file is made once data comes (materialize)
+	} else if sc, ok := r.(syscall.Conn); ok {
 		o.raw, _ = sc.SyscallConn()
 	}
 }
 
 // start parks the pump with p, or, failing that, starts its goroutine.
+// A pipe that has a descriptor of its own (a sandbox.Pipe) is parked on
+// it without its file: a program that writes nothing never has the pipe
+// in the runtime's poller (firstRead).
 func (o *outPump) start(p *poller) {
+	if o.c != nil {
+		o.mu.Lock()
+		o.state = pumpParked
+		reg, err := p.register(o.c, unix.EPOLLIN, func(*pollReg) { go o.resume() })
+		if err == nil {
+			o.reg, o.lazy = reg, true
+			o.mu.Unlock()
+			return
+		}
+		o.state = pumpRunning
+		o.mu.Unlock()
+		o.materialize() // plain blocking reads
+		go o.pump()
+		return
+	}
 	if dl, ok := o.r.(deadliner); ok && o.raw != nil && dl.SetReadDeadline(time.Time{}) == nil {
 		o.mu.Lock()
 		o.state = pumpParked
@@ -314,10 +336,89 @@ func (o *outPump) resume() {
 	o.pump()
 }
 
+// materialize gives the pump its pipe's file (a sandbox.Pipe makes it
+// now), for reads that wait in the runtime's poller, with a deadline
+// after which the pump parks (when it can).
+func (o *outPump) materialize() {
+	if sc, ok := o.r.(syscall.Conn); ok {
+		o.raw, _ = sc.SyscallConn()
+	}
+	if dl, ok := o.r.(deadliner); ok && o.raw != nil && o.reg != nil && dl.SetReadDeadline(time.Time{}) == nil {
+		o.dl = dl
+	}
+}
+
+// firstRead reads, without the pipe's file, what woke a pump parked on
+// its descriptor: an end of output finishes the pump (most programs
+// print little or nothing, and the pipe never joins the runtime's
+// poller); data is forwarded, and the file made for what follows. It
+// reports whether the pump is done for now (finished or parked again).
+func (o *outPump) firstRead() bool {
+	bp := outBufs.Get().(*[]byte)
+	var n int
+	var rerr error
+	cerr := o.c.Control(func(fd uintptr) {
+		for {
+			n, rerr = unix.Read(int(fd), (*bp)[frameHead:frameHead+outBufSize])
+			if rerr != unix.EINTR {
+				return
+			}
+		}
+	})
+	switch {
+	case cerr == nil && rerr == unix.EAGAIN: // woken with nothing to read
+		outBufs.Put(bp)
+		if o.park() {
+			return true
+		}
+	case cerr != nil || rerr != nil || n == 0: // closed, failed, or the end
+		outBufs.Put(bp)
+		o.finish()
+		return true
+	default:
+		if n == outBufSize {
+			o.bulk = true
+		}
+		o.forwardData(bp, n)
+		outBufs.Put(bp)
+	}
+	o.lazy = false
+	o.materialize()
+	return false
+}
+
+// forwardData sends n bytes read into bp to the client, within the
+// output cap.
+func (o *outPump) forwardData(bp *[]byte, n int) {
+	if !o.forward {
+		return
+	}
+	cn := o.cn
+	if o.max > 0 {
+		if total := cn.outBytes.Add(int64(n)); total > o.max {
+			n -= int(min(total-o.max, int64(n)))
+			o.st.truncated.Store(true)
+			cn.limitOnce.Do(func() { cn.r.event(evOutLimit) })
+			o.forward = false
+		}
+	} else {
+		cn.outBytes.Add(int64(n))
+	}
+	if n > 0 {
+		if cn.writeFrame(o.typ, *bp, n) != nil {
+			o.forward = false // keep draining so the child never blocks on us
+		} else {
+			o.st.bytes.Add(int64(n))
+		}
+	}
+}
+
 // pump forwards until the pipe ends or the pump parks. Reads wait for
 // readiness before taking a buffer, so a blocked read holds none.
 func (o *outPump) pump() {
-	cn := o.cn
+	if o.lazy && o.firstRead() {
+		return
+	}
 	var renewed time.Time // when the deadline was last pushed back
 	for {
 		if o.dl != nil {
@@ -332,24 +433,8 @@ func (o *outPump) pump() {
 		if spliced > 0 {
 			o.st.bytes.Add(int64(spliced))
 		}
-		if n > 0 && o.forward {
-			if o.max > 0 {
-				if total := cn.outBytes.Add(int64(n)); total > o.max {
-					n -= int(min(total-o.max, int64(n)))
-					o.st.truncated.Store(true)
-					cn.limitOnce.Do(func() { cn.r.event(evOutLimit) })
-					o.forward = false
-				}
-			} else {
-				cn.outBytes.Add(int64(n))
-			}
-			if n > 0 {
-				if cn.writeFrame(o.typ, *bp, n) != nil {
-					o.forward = false // keep draining so the child never blocks on us
-				} else {
-					o.st.bytes.Add(int64(n))
-				}
-			}
+		if n > 0 {
+			o.forwardData(bp, n)
 		}
 		if bp != nil {
 			outBufs.Put(bp)
