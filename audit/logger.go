@@ -184,7 +184,15 @@ func (l *Logger) Admit() error {
 	if l.closed {
 		return ErrClosed
 	}
+	if c, ok := p.(spaceChecker); ok {
+		return c.CheckSpace() // healthy: the decision's Write checks the file
+	}
 	return p.Probe()
+}
+
+// spaceChecker is a Prober that can check its free space alone.
+type spaceChecker interface {
+	CheckSpace() error
 }
 
 // Last returns the seq and chain hash of the last record written (0 and

@@ -277,6 +277,22 @@ func (s *FileSink) Probe() error {
 	if _, err := s.ensureFileLocked(); err != nil {
 		return err
 	}
+	return s.checkSpaceLocked()
+}
+
+// CheckSpace checks that the file's file system has at least MinFree
+// bytes free (Probe without the check that the file is in place, which
+// the next Write makes anyway).
+func (s *FileSink) CheckSpace() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return ErrClosed
+	}
+	return s.checkSpaceLocked()
+}
+
+func (s *FileSink) checkSpaceLocked() error {
 	var fs unix.Statfs_t
 	if err := unix.Fstatfs(int(s.f.Fd()), &fs); err != nil {
 		return fmt.Errorf("statfs %s: %w", s.path, err)

@@ -55,7 +55,7 @@ func (s *Spawner) newForkPlan(spec *Spec, plan *landlockPlan, filters []seccomp.
 		cgroupFD:     cgroupFD,
 		netnsFD:      -1,
 		umask:        -1,
-		ppid:         uintptr(os.Getpid()),
+		ppid:         uintptr(s.pid),
 		nnp:          spec.NoNewPrivs || spec.Landlock != nil || len(filters) > 0,
 		filters:      fprogs(filters),
 		filterProgs:  filters,

@@ -42,6 +42,7 @@ type Options struct {
 type Spawner struct {
 	caps    Capabilities
 	cgroups *cgroup.Manager
+	pid     int // the server's, which the children's parent-death check compares with
 
 	rulesets rulesetCache
 	// pathIDs caches the identity of Landlock paths for a second: a
@@ -133,6 +134,7 @@ const pathIDTTL = time.Second
 // defaults only show in [Spawner.Capabilities].
 func New(o Options) (*Spawner, error) {
 	s := &Spawner{
+		pid:              os.Getpid(),
 		rulesets:         rulesetCache{entries: map[string]*rulesetEntry{}},
 		pathIDs:          ttlcache.New[string, pathID](pathIDTTL, 1024),
 		hardLimits:       ttlcache.New[int, hardLimit](time.Second, 64),
