@@ -30,7 +30,7 @@ func (cn *conn) judge(ctx context.Context, br *bufio.Reader, argv []string, p pe
 		cn.refuseUnaudited(br, err)
 		return nil, false
 	}
-	exe, lookErr := plan.ResolveExe(argv[0], cn.lim.Path)
+	exe, lookErr := s.resolveExe(argv[0], cn.lim.Path)
 	req := &Request{ID: cn.id, Argv: argv, Exe: exe, Peer: p, Socket: cfg.Socket, Time: time.Now()}
 	var t0 time.Time
 	if cfg.Metrics != nil {
@@ -222,4 +222,30 @@ func (cn *conn) mask(argv []string, m *policy.Mask) ([]string, []string) {
 	cn.argvShown = shown
 	cn.mu.Unlock()
 	return shown, masked
+}
+
+// exeTTL is how long a bare argv[0]'s resolution with the server's PATH
+// is reused: a program installed, removed or moved between PATH's
+// directories is seen at most a second later (an exec of a path that has
+// gone meanwhile fails as a missing program would).
+const exeTTL = time.Second
+
+// resolvedExe is what plan.ResolveExe returned.
+type resolvedExe struct {
+	exe string
+	err error
+}
+
+// resolveExe is plan.ResolveExe with the answers for bare names cached
+// for exeTTL (a lookup is a stat(2) per PATH directory until found; a
+// name with a slash needs none).
+func (s *Server) resolveExe(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		return plan.ResolveExe(name, path)
+	}
+	r := s.exes.Get(path+"\x00"+name, func() resolvedExe {
+		exe, err := plan.ResolveExe(name, path)
+		return resolvedExe{exe, err}
+	})
+	return r.exe, r.err
 }

@@ -178,8 +178,9 @@ type Server struct {
 	cancel context.CancelFunc
 
 	limits   atomic.Pointer[Limits]
-	realtime atomic.Bool // writeFinal may raise its thread's priority (until refused)
-	names    *peer.Names // peer name cache
+	realtime atomic.Bool                          // writeFinal may raise its thread's priority (until refused)
+	names    *peer.Names                          // peer name cache
+	exes     *ttlcache.Cache[string, resolvedExe] // PATH lookups (judge.go)
 	// decisionErrs rate-limits the WARN of policy errors (judge.go).
 	decisionErrs *ttlcache.Cache[string, struct{}]
 	spawner      *sandbox.Spawner
@@ -220,6 +221,7 @@ func New(cfg Config) (*Server, error) {
 		log:          cfg.Logger,
 		conns:        make(map[*conn]struct{}),
 		names:        peer.NewNames(),
+		exes:         ttlcache.New[string, resolvedExe](exeTTL, 1024),
 		decisionErrs: ttlcache.New[string, struct{}](decisionErrorEvery, 1024),
 		spawner:      cfg.Spawner,
 		judges:       newJudgePool(),
