@@ -296,33 +296,33 @@ func (o *outPump) init(cn *conn, wg *sync.WaitGroup, r io.ReadCloser, typ string
 // in the runtime's poller (firstRead).
 func (o *outPump) start(p *poller) {
 	if o.c != nil {
-		o.mu.Lock()
-		o.state = pumpParked
-		reg, err := p.register(o.c, unix.EPOLLIN, func(*pollReg) { go o.resume() })
-		if err == nil {
-			o.reg, o.lazy = reg, true
-			o.mu.Unlock()
+		if o.parkOn(p, o.c, func() { o.lazy = true }) {
 			return
 		}
-		o.state = pumpRunning
-		o.mu.Unlock()
 		o.materialize() // plain blocking reads
-		go o.pump()
-		return
-	}
-	if dl, ok := o.r.(deadliner); ok && o.raw != nil && dl.SetReadDeadline(time.Time{}) == nil {
-		o.mu.Lock()
-		o.state = pumpParked
-		reg, err := p.register(o.raw, unix.EPOLLIN, func(*pollReg) { go o.resume() })
-		if err == nil {
-			o.reg, o.dl = reg, dl
-			o.mu.Unlock()
+	} else if dl, ok := o.r.(deadliner); ok && o.raw != nil && dl.SetReadDeadline(time.Time{}) == nil {
+		if o.parkOn(p, o.raw, func() { o.dl = dl }) {
 			return
 		}
-		o.state = pumpRunning
-		o.mu.Unlock()
 	}
 	go o.pump()
+}
+
+// parkOn registers the pump, parked, to be resumed once c is readable,
+// and runs set (under the pump's lock, before a resume can run). It
+// reports false, the pump not parked, when the poller refuses.
+func (o *outPump) parkOn(p *poller, c controller, set func()) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.state = pumpParked
+	reg, err := p.register(c, unix.EPOLLIN, func(*pollReg) { go o.resume() })
+	if err != nil {
+		o.state = pumpRunning
+		return false
+	}
+	o.reg = reg
+	set()
+	return true
 }
 
 func (o *outPump) resume() {
