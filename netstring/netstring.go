@@ -191,6 +191,26 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Buffered returns how many bytes of the current body the decoder's
+// reader holds (read from the stream, not yet from the body).
+func (d *Decoder) Buffered() int64 {
+	return min(int64(d.r.Buffered()), d.remain)
+}
+
+// Consumed records that n bytes of the current body were taken from the
+// stream past the decoder, straight from the reader under its
+// bufio.Reader (with splice(2), say), which must have held none of them
+// (Buffered is 0). It fails, changing nothing, when the body has fewer
+// than n bytes left.
+func (d *Decoder) Consumed(n int64) error {
+	if n < 0 || n > d.remain {
+		return fmt.Errorf("netstring: %d bytes consumed past the decoder, %d left in the body", n, d.remain)
+	}
+	d.remain -= n
+	d.off += n
+	return nil
+}
+
 // BodyFunc passes the rest of the current body to fn as it arrives, as
 // slices of the decoder's read buffer, valid only during the call: no
 // byte is copied (Body's Read copies into the caller's buffer). Then it

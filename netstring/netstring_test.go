@@ -1,6 +1,7 @@
 package netstring
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -263,5 +264,81 @@ func TestBodyFuncAndReset(t *testing.T) {
 		if string(got) != tt.want || !errors.Is(err, tt.wantErr) {
 			t.Errorf("%q: got %q, %v; want %q, %v", tt.in, got, err, tt.want, tt.wantErr)
 		}
+	}
+}
+
+// chunkReader returns one chunk per Read.
+type chunkReader struct{ chunks []string }
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[0])
+	r.chunks[0] = r.chunks[0][n:]
+	if r.chunks[0] == "" {
+		r.chunks = r.chunks[1:]
+	}
+	return n, nil
+}
+
+// Buffered says how much of the body the reader holds; Consumed accounts
+// for body bytes taken from the stream past it, so that the trailer and
+// the offset come out right, and refuses more than the body has left.
+func TestConsumed(t *testing.T) {
+	tests := []struct {
+		name     string
+		consumed int64
+		wantErr  bool
+	}{
+		{"the rest of the body", 6, false},
+		{"more than is left", 7, true},
+		{"negative", -1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The reader's first read brings the header and 4 body bytes;
+			// the other 6 are taken past it.
+			src := &chunkReader{chunks: []string{"10:0123", "456789", ","}}
+			d := NewDecoder(bufio.NewReaderSize(src, 16), 100)
+			if n, err := d.Header(); err != nil || n != 10 {
+				t.Fatalf("header: %d, %v", n, err)
+			}
+			if got := d.Buffered(); got != 4 {
+				t.Fatalf("Buffered %d, want 4", got)
+			}
+			head := make([]byte, 4)
+			if _, err := io.ReadFull(d.Body(), head); err != nil || string(head) != "0123" {
+				t.Fatalf("body: %q, %v", head, err)
+			}
+			past := make([]byte, 6)
+			if _, err := io.ReadFull(src, past); err != nil || string(past) != "456789" {
+				t.Fatalf("past the decoder: %q, %v", past, err)
+			}
+			err := d.Consumed(tt.consumed)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Consumed(%d): %v", tt.consumed, err)
+			}
+			if tt.wantErr {
+				if d.Offset() != 7 {
+					t.Errorf("offset %d after a refused Consumed, want 7", d.Offset())
+				}
+				return
+			}
+			if err := d.Trailer(); err != nil {
+				t.Fatalf("trailer: %v", err)
+			}
+			if d.Offset() != 14 {
+				t.Errorf("offset %d, want 14", d.Offset())
+			}
+		})
+	}
+	// A reader holding more than the body: Buffered is the body's rest.
+	d := NewDecoder(bufio.NewReader(strings.NewReader("3:abc,5:hello,")), 100)
+	if _, err := d.Header(); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Buffered(); got != 3 {
+		t.Errorf("Buffered %d, want 3", got)
 	}
 }

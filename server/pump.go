@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockwarden/sockwarden/netstring"
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // The pumps move a running child's data: the client's stdin netstrings to
@@ -110,9 +111,7 @@ func (s *stdinPump) pump() error {
 				fwd = s.max - cn.stdinBytes.Load()
 				cn.stdinTrunc.Store(true)
 			}
-			bp := stdinBufs.Get().(*[]byte) // only while data flows
-			_, err := io.CopyBuffer(stdinWriter{cn, s.w}, io.LimitReader(dec.Body(), fwd), *bp)
-			stdinBufs.Put(bp)
+			err := s.forward(fwd)
 			if err != nil && !isWriteSideError(err) {
 				return inputError(err, dec.Offset())
 			}
@@ -127,6 +126,35 @@ func (s *stdinPump) pump() error {
 			return inputError(err, dec.Offset())
 		}
 	}
+}
+
+// forward sends the next n bytes of the body to the child: what the read
+// buffer holds is copied, and the rest of a long body is spliced from
+// the socket to the pipe (splice.go).
+func (s *stdinPump) forward(n int64) error {
+	dec := s.dec
+	k := n
+	pipe, ok := s.w.(*sandbox.Pipe)
+	if ok && n-dec.Buffered() >= stdinSpliceMin {
+		k = dec.Buffered()
+	}
+	if k > 0 {
+		bp := stdinBufs.Get().(*[]byte) // only while data flows
+		_, err := io.CopyBuffer(stdinWriter{s.cn, s.w}, io.LimitReader(dec.Body(), k), *bp)
+		stdinBufs.Put(bp)
+		if err != nil {
+			return err
+		}
+	}
+	if k == n {
+		return nil
+	}
+	moved, err := s.cn.spliceStdin(pipe, n-k)
+	s.cn.s.splicedIn.Add(moved)
+	if cerr := dec.Consumed(moved); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (s *stdinPump) closeStdin() {

@@ -202,6 +202,7 @@ type Server struct {
 	rejected    atomic.Int64 // connections closed over the limit
 	served      atomic.Int64 // requests completed
 	spliced     atomic.Int64 // output frames sent with splice (splice.go)
+	splicedIn   atomic.Int64 // stdin bytes spliced to children (splice.go)
 }
 
 // New returns a server with the given configuration. It fails when the

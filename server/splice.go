@@ -3,13 +3,16 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sockwarden/sockwarden/netstring"
+	"github.com/sockwarden/sockwarden/sandbox"
 )
 
 // Bulk output is moved with splice(2): the kernel hands the child's pipe
@@ -260,4 +263,147 @@ func (cn *conn) spoolPipe(pfd int, n int) error {
 		n -= m
 	}
 	return nil
+}
+
+// Bulk stdin is spliced too: once the connection's read buffer holds none
+// of a long stdin netstring's body, what the socket holds of it is moved
+// to the child's stdin pipe by the kernel (splice from the socket to the
+// pipe), not read into the server and written out again.
+
+// stdinSpliceMin is the least a stdin netstring's body must have left,
+// past the read buffer, for it to be spliced.
+const stdinSpliceMin = 16 << 10
+
+// spliceStdin moves n bytes of the current stdin netstring's body from the
+// client's socket to the child's stdin pipe w. The connection's read
+// buffer must hold none of them. It waits for the client's data (bounded
+// by the connection's read deadline) and for room in the pipe (looking
+// every hangupCheck whether the client is still there, as stdinWriter
+// does). It returns how many bytes it moved and, if not all, why: the
+// end of the client's stream (io.ErrUnexpectedEOF), a read error or
+// deadline of the socket, errHangup, or a write-side error (EPIPE: the
+// child no longer reads).
+func (cn *conn) spliceStdin(w *sandbox.Pipe, n int64) (int64, error) {
+	sraw, err := cn.c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	praw, err := w.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	defer w.SetWriteDeadline(time.Time{})
+	var moved int64
+	for moved < n {
+		// Wait until the socket holds some of it.
+		var inq int
+		var rerr error
+		err := sraw.Read(func(sfd uintptr) bool {
+			inq, rerr = socketHolds(int(sfd))
+			if rerr != nil || inq > 0 {
+				return true
+			}
+			// Readable with nothing queued is the end of the stream.
+			eof, perr := atEOF(int(sfd))
+			switch {
+			case perr != nil:
+				rerr = perr
+			case eof:
+				rerr = io.ErrUnexpectedEOF
+			default:
+				return false // nothing yet: wait
+			}
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return moved, err
+		}
+		m, err := cn.spliceToPipe(sraw, praw, w, int(min(int64(inq), n-moved)))
+		moved += int64(m)
+		if err != nil {
+			return moved, err
+		}
+	}
+	return moved, nil
+}
+
+// spliceToPipe splices want bytes, which the socket holds, to the pipe,
+// waiting for room in it. It returns how many it moved.
+func (cn *conn) spliceToPipe(sraw, praw syscall.RawConn, w *sandbox.Pipe, want int) (int, error) {
+	moved := 0
+	for moved < want {
+		if err := w.SetWriteDeadline(time.Now().Add(hangupCheck)); err != nil {
+			return moved, err
+		}
+		var e syscall.Errno
+		err := praw.Write(func(pfd uintptr) bool {
+			cerr := sraw.Control(func(sfd uintptr) {
+				for moved < want {
+					var m int
+					m, e = rawSplice(int(sfd), int(pfd), want-moved)
+					switch {
+					case e == unix.EINTR:
+						continue
+					case e != 0:
+						return
+					case m == 0: // cannot be: the socket holds them
+						e = unix.EIO
+						return
+					}
+					moved += m
+					cn.stdinBytes.Add(int64(m))
+				}
+			})
+			if cerr != nil {
+				e = unix.EBADF
+			}
+			// The socket holds the rest (only this pump reads it), so
+			// EAGAIN says the pipe is full: wait for room.
+			return e != unix.EAGAIN
+		})
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if cn.hungUp() {
+				return moved, errHangup
+			}
+		case err != nil:
+			return moved, err
+		case e != 0:
+			return moved, os.NewSyscallError("splice", e)
+		}
+	}
+	return moved, nil
+}
+
+// socketHolds returns how many bytes the socket fd has queued to read
+// (SIOCINQ).
+func socketHolds(fd int) (int, error) {
+	var n int32
+	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCINQ, uintptr(unsafe.Pointer(&n)))
+	if e != 0 {
+		return 0, os.NewSyscallError("ioctl SIOCINQ", e)
+	}
+	return int(n), nil
+}
+
+// atEOF reports whether the stream socket fd, which has nothing queued, has
+// reached its end: a one-byte peek returns 0 then, EAGAIN while the
+// stream is open.
+func atEOF(fd int) (bool, error) {
+	var b [1]byte
+	for {
+		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false, nil
+		case err != nil:
+			return false, os.NewSyscallError("recvfrom", err)
+		}
+		return n == 0, nil
+	}
 }

@@ -2,11 +2,17 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -190,4 +196,113 @@ func TestSplicedOutputCap(t *testing.T) {
 		t.Errorf("final %q, want termsig:TERM", got.final)
 	}
 	t.Logf("%d frames spliced", s.spliced.Load())
+}
+
+// Long stdin netstrings are spliced from the socket to the child's pipe
+// (splice.go), byte-exact, whether the client reads while it sends or
+// only after; a child that stops reading ends the forwarding quietly;
+// the stdin cap holds exactly. The server's count of spliced stdin bytes
+// shows the path was taken.
+func TestSplicedStdin(t *testing.T) {
+	data := testPattern(8 << 20)
+	tests := []struct {
+		name   string
+		auth   Authorizer
+		argv   []string
+		chunk  int
+		duplex bool // read while sending
+		check  func(t *testing.T, got testReply)
+	}{
+		{"cat duplex", nil, []string{"cat"}, 1 << 20, true, func(t *testing.T, got testReply) {
+			if got.final != "exitcode:0" || got.stdout != string(data) {
+				t.Errorf("final %q, %d bytes back (equal: %v)", got.final, len(got.stdout), got.stdout == string(data))
+			}
+		}},
+		{"cat send then read", nil, []string{"cat"}, 256 << 10, false, func(t *testing.T, got testReply) {
+			if got.final != "exitcode:0" || got.stdout != string(data) {
+				t.Errorf("final %q, %d bytes back (equal: %v)", got.final, len(got.stdout), got.stdout == string(data))
+			}
+		}},
+		{"child stops reading", nil, []string{"head", "-c", "1000"}, 1 << 20, false, func(t *testing.T, got testReply) {
+			if got.final != "exitcode:0" || got.stdout != string(data[:1000]) || got.stderr != "" {
+				t.Errorf("final %q, stdout %d bytes (equal: %v), stderr %q", got.final, len(got.stdout), got.stdout == string(data[:1000]), got.stderr)
+			}
+		}},
+		{"stdin cap", capped{in: 300000}, []string{"sh", "-c", `trap "" TERM; wc -c`}, 1 << 20, false, func(t *testing.T, got testReply) {
+			if got.stdout != "300000\n" {
+				t.Errorf("the program got %q bytes, want exactly the cap 300000", got.stdout)
+			}
+			if !strings.Contains(got.stderr, "stdin over the limit of 300000 bytes") {
+				t.Errorf("stderr %q, want the stdin limit line", got.stderr)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, sock := startServer(t, Config{Authorizer: tt.auth, KillTimeout: time.Second})
+			req := encode(append([]string{strconv.Itoa(len(tt.argv))}, tt.argv...)...)
+			for off := 0; off < len(data); off += tt.chunk {
+				req = netstring.Append(req, data[off:min(off+tt.chunk, len(data))])
+			}
+			req = append(req, "0:,"...)
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			werr := make(chan error, 1)
+			send := func() {
+				_, err := c.Write(req)
+				werr <- err
+			}
+			if tt.duplex {
+				go send()
+			} else {
+				send()
+			}
+			raw, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-werr; err != nil && tt.name != "child stops reading" && tt.name != "stdin cap" {
+				t.Errorf("sending: %v", err)
+			}
+			tt.check(t, decodeTest(t, raw))
+			if n := s.splicedIn.Load(); n == 0 {
+				t.Errorf("no stdin was spliced")
+			} else {
+				t.Logf("%d stdin bytes spliced", n)
+			}
+		})
+	}
+}
+
+// A client that ends its stream in the middle of a spliced stdin
+// netstring is a client gone: the program is stopped, the connection
+// closed, and the server goes on serving.
+func TestSplicedStdinTruncated(t *testing.T) {
+	s, sock := startServer(t, Config{KillTimeout: time.Second})
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := encode("2", "sleep", "30")
+	req = append(req, "1048576:"...)
+	req = append(req, testPattern(300<<10)...)
+	c.Write(req)
+	c.(*net.UnixConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// Ended, with a reset for the stdin it did not read.
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the connection was not ended: %v", err)
+	}
+	if s.splicedIn.Load() == 0 {
+		t.Errorf("no stdin was spliced")
+	}
+	// The server still serves.
+	if got := decodeTest(t, roundTrip(t, sock, encode("2", "echo", "ok", ""))); got.stdout != "ok\n" {
+		t.Errorf("after: %+v", got)
+	}
 }
