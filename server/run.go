@@ -432,7 +432,7 @@ func (o *outPump) read() (bp *[]byte, n, spliced int, err error) {
 // many bytes it sent (0 for none: the read path goes on), or the
 // connection's write error once the frame had begun.
 func (o *outPump) splice(fd int) (int, error) {
-	avail, err := pipeHolds(fd)
+	avail, err := queued(fd)
 	if err != nil || avail < spliceMin {
 		return 0, nil
 	}

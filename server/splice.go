@@ -73,8 +73,9 @@ func (fp *framePipe) close() {
 	unix.Close(fp.w)
 }
 
-// pipeHolds returns how many bytes the pipe fd holds (FIONREAD).
-func pipeHolds(fd int) (int, error) {
+// queued returns how many bytes the pipe or stream socket fd holds to be
+// read (FIONREAD; SIOCINQ, its socket name, is the same request).
+func queued(fd int) (int, error) {
 	var n int32
 	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.TIOCINQ, uintptr(unsafe.Pointer(&n)))
 	if e != 0 {
@@ -299,7 +300,7 @@ func (cn *conn) spliceStdin(w *sandbox.Pipe, n int64) (int64, error) {
 		var inq int
 		var rerr error
 		err := sraw.Read(func(sfd uintptr) bool {
-			inq, rerr = socketHolds(int(sfd))
+			inq, rerr = queued(int(sfd))
 			if rerr != nil || inq > 0 {
 				return true
 			}
@@ -376,17 +377,6 @@ func (cn *conn) spliceToPipe(sraw, praw syscall.RawConn, w *sandbox.Pipe, want i
 		}
 	}
 	return moved, nil
-}
-
-// socketHolds returns how many bytes the socket fd has queued to read
-// (SIOCINQ).
-func socketHolds(fd int) (int, error) {
-	var n int32
-	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCINQ, uintptr(unsafe.Pointer(&n)))
-	if e != 0 {
-		return 0, os.NewSyscallError("ioctl SIOCINQ", e)
-	}
-	return int(n), nil
 }
 
 // atEOF reports whether the stream socket fd, which has nothing queued, has
