@@ -65,6 +65,7 @@ type uidPool struct {
 	free  []uint32             // least recently released first
 	busy  map[uint32]*lockFile // in use, with its lock
 	stuck map[uint32]*lockFile // processes of the uid outlived their request (with its lock, if ours)
+	shm   sharedDir            // /dev/shm
 }
 
 // newUIDPool checks r against /etc/passwd (a user in the range is an
@@ -80,7 +81,7 @@ func newUIDPool(r UIDRange, dir string) (*uidPool, []uint32, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("sandbox: dynamic uids: %w", err)
 	}
-	p := &uidPool{r: r, dir: dir, busy: map[uint32]*lockFile{}, stuck: map[uint32]*lockFile{}}
+	p := &uidPool{r: r, dir: dir, busy: map[uint32]*lockFile{}, stuck: map[uint32]*lockFile{}, shm: newSharedDir("/dev/shm")}
 	running := processUIDs(r)
 	for uid := r.First; ; uid++ {
 		if running[uid] {
@@ -216,7 +217,9 @@ func (p *uidPool) release(uid uint32, hadCgroup, privateIPC bool) {
 	if !privateIPC {
 		removeSysVIPC(uid)
 	}
-	removeOwned("/dev/shm", uid)
+	if !p.shm.empty() {
+		removeOwned(p.shm.path, uid)
+	}
 	removeOwned("/dev/mqueue", uid)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -290,6 +293,35 @@ func removeSysVIPC(uid uint32) {
 			}
 		}
 	}
+}
+
+// sharedDir is a directory where every uid may leave files, and the
+// device of its tmpfs, if it is one (else 0).
+type sharedDir struct {
+	path string
+	dev  uint64
+}
+
+// tmpfsDirent is the size a tmpfs directory counts per entry, "." and
+// ".." included: an empty one is 40 bytes.
+const tmpfsDirent = 20
+
+func newSharedDir(path string) sharedDir {
+	var fs unix.Statfs_t
+	var st unix.Stat_t
+	if unix.Statfs(path, &fs) != nil || fs.Type != unix.TMPFS_MAGIC || unix.Stat(path, &st) != nil {
+		return sharedDir{path: path}
+	}
+	return sharedDir{path: path, dev: st.Dev}
+}
+
+// empty reports whether d is an empty directory of the tmpfs it was on
+// when the pool was made, with one stat(2) rather than the open, two
+// getdents(2) and close of a listing. Another file system mounted there
+// since has another device, and is listed.
+func (d sharedDir) empty() bool {
+	var st unix.Stat_t
+	return d.dev != 0 && unix.Stat(d.path, &st) == nil && st.Dev == d.dev && st.Size == 2*tmpfsDirent
 }
 
 // removeOwned removes the entries of dir that uid owns (POSIX shared

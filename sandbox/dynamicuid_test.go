@@ -277,3 +277,84 @@ func TestKeyringAcrossRequests(t *testing.T) {
 		})
 	}
 }
+
+// A file a request leaves in /dev/shm is removed when its dynamic uid
+// goes back to the pool, whether /dev/shm was empty before (the one-stat
+// look) or held another user's file, which stays (the control: only the
+// request's own files go).
+func TestDynamicUIDRemovesShmFiles(t *testing.T) {
+	sp := dynamicSpawner(t, UIDRange{59070, 59079})
+	mine := fmt.Sprintf("/dev/shm/sockwarden-test-%d-req", os.Getpid())
+	other := fmt.Sprintf("/dev/shm/sockwarden-test-%d-other", os.Getpid())
+	t.Cleanup(func() { os.Remove(mine); os.Remove(other) })
+	for _, withOther := range []bool{false, true} {
+		t.Run(fmt.Sprintf("another's file there: %v", withOther), func(t *testing.T) {
+			if withOther {
+				if err := os.WriteFile(other, []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				defer os.Remove(other)
+			}
+			p, err := sp.Start(&Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "echo x > " + mine + " && echo ok"}, DynamicUser: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := collect(t, p); r.stdout != "ok\n" {
+				t.Fatalf("the request could not write %s: %q %q", mine, r.stdout, r.stderr)
+			}
+			if _, err := os.Stat(mine); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the request's file outlived it: %v", err)
+			}
+			if _, err := os.Stat(other); withOther && err != nil {
+				t.Errorf("another user's file was removed: %v", err)
+			}
+		})
+	}
+}
+
+// sharedDir.empty tells an empty tmpfs directory from one holding a
+// file or a directory, and says false for a directory of another file
+// system (which is then listed).
+func TestSharedDirEmpty(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	d := newSharedDir(dir)
+	if d.dev == 0 {
+		t.Fatal("a tmpfs was not recognised")
+	}
+	if !d.empty() {
+		t.Fatal("an empty tmpfs directory: not empty")
+	}
+	for _, mk := range []func(string) error{
+		func(p string) error { return os.WriteFile(p, nil, 0o600) },
+		func(p string) error { return os.Mkdir(p, 0o700) },
+		func(p string) error { return os.Symlink("/", p) },
+	} {
+		p := filepath.Join(dir, ".x")
+		if err := mk(p); err != nil {
+			t.Fatal(err)
+		}
+		if d.empty() {
+			t.Errorf("%s exists, yet empty", p)
+		}
+		os.Remove(p)
+		if !d.empty() {
+			t.Errorf("%s removed, yet not empty", p)
+		}
+	}
+	// Another file system mounted over it since: not trusted.
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	if d.empty() {
+		t.Error("a file system mounted over the directory since was trusted")
+	}
+	if newSharedDir(t.TempDir()).dev != 0 {
+		t.Log("the test's temporary directory is on a tmpfs")
+	}
+}

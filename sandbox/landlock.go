@@ -129,14 +129,15 @@ func handledFS(abi int) uint64 {
 // in the child, and whether TCP is restricted (which needs the network
 // filter).
 type landlockPlan struct {
-	rulesetFD   int // -1: nothing to apply
+	rulesetFD   int    // -1: nothing to apply; borrowed from the cache
+	put         func() // gives rulesetFD back
 	restrictTCP bool
 	report      LandlockReport
 }
 
 func (p *landlockPlan) close() {
 	if p != nil && p.rulesetFD >= 0 {
-		unix.Close(p.rulesetFD)
+		p.put()
 		p.rulesetFD = -1
 	}
 }
@@ -188,11 +189,11 @@ func (s *Spawner) prepareLandlock(l *Landlock) (*landlockPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := s.rulesets.get(key, func() (int, error) { return buildRuleset(l, abi, restrictTCP) })
+	fd, put, err := s.rulesets.get(key, func() (int, error) { return buildRuleset(l, abi, restrictTCP) })
 	if err != nil {
 		return nil, err
 	}
-	plan.rulesetFD = fd
+	plan.rulesetFD, plan.put = fd, put
 	plan.report.Enforced = true
 	return plan, nil
 }
@@ -287,6 +288,10 @@ func (s *Spawner) rulesetKey(l *Landlock, abi int, restrictTCP bool) (string, er
 // rulesetCache keeps recently built rulesets by key. A ruleset can be
 // enforced any number of times, each landlock_restrict_self(2) making a
 // new domain, so reusing one shares nothing between children.
+//
+// A child's fork plan borrows the cached descriptor itself (no dup(2)):
+// a borrowed entry evicted meanwhile is closed when its last borrower
+// gives it back.
 type rulesetCache struct {
 	mu      sync.Mutex
 	entries map[string]*rulesetEntry
@@ -294,39 +299,39 @@ type rulesetCache struct {
 }
 
 type rulesetEntry struct {
-	fd   int
-	used uint64
+	fd      int
+	used    uint64
+	refs    int  // borrowers
+	evicted bool // out of entries: closed once refs is 0
 }
 
-// rulesetCacheSize bounds the descriptors the cache holds.
+// rulesetCacheSize bounds the descriptors the cache holds (plus those
+// evicted while borrowed).
 const rulesetCacheSize = 32
 
-// get returns a descriptor (a duplicate, owned by the caller) of the
-// ruleset for key, building it with build on a miss.
-func (c *rulesetCache) get(key string, build func() (int, error)) (int, error) {
+// get returns the ruleset descriptor for key, building it with build on
+// a miss, and the function that gives it back (the caller must not
+// close the descriptor, and must call put once the child has forked).
+func (c *rulesetCache) get(key string, build func() (int, error)) (fd int, put func(), err error) {
 	c.mu.Lock()
 	c.clock++
 	if e, ok := c.entries[key]; ok {
 		e.used = c.clock
-		fd, err := unix.FcntlInt(uintptr(e.fd), unix.F_DUPFD_CLOEXEC, 0)
+		e.refs++
 		c.mu.Unlock()
-		return fd, err
+		return e.fd, func() { c.put(e) }, nil
 	}
 	c.mu.Unlock()
-	fd, err := build()
+	fd, err = build()
 	if err != nil {
-		return -1, err
-	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
+		return -1, nil, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.entries[key]; ok { // built concurrently
+	if e, ok := c.entries[key]; ok { // built concurrently
 		unix.Close(fd)
-		return dup, nil
+		e.refs++
+		return e.fd, func() { c.put(e) }, nil
 	}
 	if len(c.entries) >= rulesetCacheSize {
 		var oldK string
@@ -336,20 +341,40 @@ func (c *rulesetCache) get(key string, build func() (int, error)) (int, error) {
 				oldK, old = k, e
 			}
 		}
-		unix.Close(old.fd)
 		delete(c.entries, oldK)
+		old.evicted = true
+		if old.refs == 0 {
+			unix.Close(old.fd)
+		}
 	}
-	c.entries[key] = &rulesetEntry{fd: fd, used: c.clock}
-	return dup, nil
+	e := &rulesetEntry{fd: fd, used: c.clock, refs: 1}
+	if c.entries == nil {
+		c.entries = map[string]*rulesetEntry{}
+	}
+	c.entries[key] = e
+	return fd, func() { c.put(e) }, nil
 }
 
-// close closes the cached rulesets.
+// put gives back a borrowed entry.
+func (c *rulesetCache) put(e *rulesetEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.refs--
+	if e.refs == 0 && e.evicted {
+		unix.Close(e.fd)
+	}
+}
+
+// close closes the cached rulesets (a borrowed one once given back).
 func (c *rulesetCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.entries {
-		unix.Close(e.fd)
 		delete(c.entries, k)
+		e.evicted = true
+		if e.refs == 0 {
+			unix.Close(e.fd)
+		}
 	}
 }
 

@@ -312,3 +312,62 @@ func TestLandlockPathReplaced(t *testing.T) {
 		t.Errorf("after the replacement: %q %q (exit %d)", r.stdout, r.stderr, r.state.ExitCode)
 	}
 }
+
+// The ruleset cache lends its descriptors: a hit takes no descriptor of
+// its own, and an entry evicted or a cache closed while a child's fork
+// still borrows the descriptor keeps it open until it is given back.
+func TestRulesetCacheLends(t *testing.T) {
+	open := func(fd int) bool { _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); return err == nil }
+	build := func() (int, error) { return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0) }
+	var c rulesetCache
+	fd1, put1, err := c.get("a", build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd2, put2, err := c.get("a", func() (int, error) { t.Fatal("built again"); return -1, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fd2 != fd1 {
+		t.Errorf("a hit returned descriptor %d, not the cached %d", fd2, fd1)
+	}
+	put2()
+	// Fill the cache so that "a" (least recently used, still lent) goes.
+	var keep []int
+	for i := range rulesetCacheSize {
+		fd, put, err := c.get(fmt.Sprint("k", i), build)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put()
+		keep = append(keep, fd)
+	}
+	if _, ok := c.entries["a"]; ok {
+		t.Fatal("the least recently used entry was not evicted")
+	}
+	if !open(fd1) {
+		t.Fatal("an evicted entry's descriptor was closed while lent")
+	}
+	put1()
+	if open(fd1) && !slices.Contains(keep, fd1) {
+		t.Error("an evicted entry's descriptor outlived its last borrower")
+	}
+	// Closing the cache while one is lent.
+	fd3, put3, err := c.get("k5", build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.close()
+	if !open(fd3) {
+		t.Fatal("close closed a lent descriptor")
+	}
+	put3()
+	if open(fd3) {
+		t.Error("a lent descriptor outlived the closed cache")
+	}
+	for _, fd := range keep {
+		if fd != fd3 && open(fd) {
+			t.Errorf("descriptor %d outlived the closed cache", fd)
+		}
+	}
+}

@@ -63,8 +63,39 @@ func TestPollerOneShot(t *testing.T) {
 	wait(true) // still readable: reported again at once
 	reg.remove()
 	if err := reg.arm(); err == nil {
-		wait(false) // removed: arming has no effect on the callback
+		t.Fatal("a removed registration was armed again")
 	}
+	wait(false) // removed: no callback, though the pipe is still readable
+
+	// remove leaves the descriptor to close: a new file under the same
+	// number registers afresh and reports to its own callback only.
+	oldFD := r.Fd()
+	r.Close()
+	w.Close()
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	defer w2.Close()
+	if r2.Fd() != oldFD && w2.Fd() != oldFD {
+		t.Logf("descriptor %d not reused (%d, %d)", oldFD, r2.Fd(), w2.Fd())
+	}
+	raw2, err := r2.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fired2 := make(chan struct{}, 10)
+	if _, err := p.register(raw2, unix.EPOLLIN, func(*pollReg) { fired2 <- struct{}{} }); err != nil {
+		t.Fatalf("registering a new file under a removed one's number: %v", err)
+	}
+	w2.Write([]byte("y"))
+	select {
+	case <-fired2:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the new registration was not called back")
+	}
+	wait(false) // the removed one stays silent
 }
 
 // A held connection whose program runs quietly costs no goroutine: the

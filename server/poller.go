@@ -152,20 +152,32 @@ func (p *poller) register(fd controller, events uint32, fn func(*pollReg)) (*pol
 }
 
 // arm enables a registration that has reported (or is still armed: then
-// nothing changes).
+// nothing changes). A removed registration cannot be armed again.
 func (r *pollReg) arm() error {
+	r.p.mu.Lock()
+	live := r.p.regs[r.key] == r
+	r.p.mu.Unlock()
+	if !live {
+		return errRemoved
+	}
 	return r.ctl(unix.EPOLL_CTL_MOD)
 }
 
-// remove takes the registration out of the set. Call it before closing
-// the descriptor; after it, as said, the callback is not called.
+var errRemoved = errors.New("poller: registration removed")
+
+// remove ends the registration: after it, as said, the callback is not
+// called. Call it before closing the descriptor.
+//
+// It takes no epoll_ctl(2): the kernel drops the descriptor from the set
+// when its file is closed, every caller closes it soon after, and until
+// then an event it may still report (at most one: it is one-shot) has a
+// key no registration has any more, which the loop ignores. Keys are
+// never reused, so a later registration of the same descriptor number
+// cannot be mistaken for it.
 func (r *pollReg) remove() {
 	r.p.mu.Lock()
 	delete(r.p.regs, r.key)
 	r.p.mu.Unlock()
-	// A closed descriptor has left the set by itself (Control fails and
-	// nothing is done).
-	r.ctl(unix.EPOLL_CTL_DEL)
 }
 
 var errClosedFD = errors.New("descriptor closed")

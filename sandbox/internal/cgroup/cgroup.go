@@ -756,6 +756,7 @@ type Cgroup struct {
 	events       int  // cgroup.events, opened at hand-out
 	peak         int  // memory.peak, opened at hand-out (and reset); else -1
 	empty        bool // killRest found it empty
+	emptyFrozen  bool // and its frozen flag then
 	memory, pids bool // controllers enabled: statistics to read
 	killed       map[int]struct{}
 	killSent     bool // cgroup.kill was written
@@ -850,8 +851,8 @@ func (cg *Cgroup) Kill(except int) error {
 // usually nothing, which one read of cgroup.events tells. Called with the
 // Process's sigMu held.
 func (cg *Cgroup) KillRest(leader int) {
-	if populated, err := readPopulated(cg.events); err == nil && !populated {
-		cg.empty = true
+	if populated, frozen, err := readEvents(cg.events); err == nil && !populated {
+		cg.empty, cg.emptyFrozen = true, frozen
 		return
 	}
 	cg.Kill(leader)

@@ -618,8 +618,14 @@ func reuseBlocker(l cgLeft, memLeftMax int64) string {
 // left reads what the request left in the emptied cgroup.
 func (cg *Cgroup) left(pidsPeak int64) cgLeft {
 	l := cgLeft{memory: cg.memory, pids: cg.pids, pidsPeak: pidsPeak, peakPerRequest: cg.peakPerRequest, killed: cg.killSent}
-	_, frozen, err := readEvents(cg.events)
-	l.frozen = frozen || err != nil
+	if cg.empty {
+		// KillRest read the flags after the last exit. Whatever freezes
+		// the cgroup since, its next hand-out reads them again (open).
+		l.frozen = cg.emptyFrozen
+	} else {
+		_, frozen, err := readEvents(cg.events)
+		l.frozen = frozen || err != nil
+	}
 	var st unix.Stat_t
 	sl := cg.slot
 	l.changed = unix.Fstat(cg.dirfd, &st) != nil || st.Nlink != 2 || st.Mode != sl.mode || st.Uid != sl.uid || st.Gid != sl.gid
