@@ -54,7 +54,10 @@
 //     a child killed by a signal has sockwarden.exit.signal ("TERM") and
 //     no process.exit_code. sockwarden.exit.{bytes,truncated}.{stdin,
 //     stdout,stderr}, sockwarden.exit.cpu.{user_ns,system_ns},
-//     sockwarden.exit.max_rss_bytes. Outcome "success" only for code 0.
+//     sockwarden.exit.max_rss_bytes (wait4's figure, which for a child
+//     forked with vfork is at least the server's resident size at the
+//     fork: see [Exit].MaxRSS; the request's own peak is the cgroup's
+//     memory_peak_bytes). Outcome "success" only for code 0.
 //     A child that had a cgroup of its own adds sockwarden.exit.cgroup:
 //     {path, killed, oom_kills} and, when measured, memory_peak_bytes,
 //     pids_peak, cpu_ns (every process of the request), and

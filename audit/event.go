@@ -190,7 +190,12 @@ type Exit struct {
 	StdinTruncated, StdoutTruncated, StderrTruncated bool
 	// Resource usage of the child.
 	UserCPU, SystemCPU time.Duration
-	// MaxRSS is the maximum resident set size in bytes.
+	// MaxRSS is the maximum resident set size in bytes, as wait4(2)
+	// reports it. The child is forked with vfork, sharing the server's
+	// address space until its exec, and the kernel counts that address
+	// space's peak in it: the figure is at least the server's resident
+	// size at the fork (tens of MB even for /bin/true). The request's own
+	// peak is Cgroup.MemoryPeak, where measured.
 	MaxRSS int64
 	// Cgroup is what the child's own cgroup recorded; nil when it had
 	// none (kills then reached its process group only).
